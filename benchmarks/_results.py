@@ -1,0 +1,51 @@
+"""Recording benchmark results: machine facts, a JSON file, and a section of RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def record(name: str, markdown: str, data: dict) -> None:
+    """Write results/NAME.json and replace the NAME section of RESULTS.md (added if missing)."""
+    info = machine()
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{name}.json").write_text(json.dumps({"machine": info, **data}, indent=2) + "\n")
+    header = (f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads)"
+              f"{', GPU ' + info['gpu'] if info['gpu'] else ''}; torch {info['torch']}, Python {info['python']}; "
+              f"{info['date']}. Command: `python benchmarks/{name}.py`.")
+    section = f"<!-- {name} -->\n{header}\n\n{markdown.strip()}\n<!-- /{name} -->"
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its script.\n"
+    pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+    print(section)

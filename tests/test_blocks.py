@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize_bn
+
+from repsr.blocks import BLOCKS, PlainBlock, RepSRBlock, build_block
+
+VARIANTS = [
+    {},
+    {"expand": 1},
+    {"expand": 4},
+    {"identity": False},
+    {"use_bn": False},
+    {"num_paths": 1},
+]
+
+
+def _merged_output(block, x):
+    kernel, bias = block.get_equivalent_kernel_bias()
+    return F.conv2d(x, kernel, bias, padding=1)
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("size", [(17, 23), (1, 1), (5, 3)])
+def test_repsr_block_merges_exactly_fp64(options, size):
+    block = randomize_bn(RepSRBlock(8, **options), seed=1).double().eval()
+    x = torch.randn(3, 8, *size, dtype=torch.float64)
+    expected = block(x)
+    assert (_merged_output(block, x) - expected).abs().max() <= 1e-10
+    block.reparameterize()
+    assert block.deployed and list(dict(block.named_children())) == ["reparam_conv"]
+    assert (block(x) - expected).abs().max() <= 1e-10
+
+
+def test_repsr_block_merge_fp32_relative_error():
+    block = randomize_bn(RepSRBlock(16), seed=2).eval()
+    x = torch.randn(2, 16, 17, 23)
+    expected = block(x)
+    block.switch_to_deploy()  # the RepVGG/timm alias
+    rel = (block(x) - expected).abs().max() / expected.abs().max()
+    assert rel <= 1e-5
+
+
+def test_merge_uses_bn_eps_from_the_module():
+    block = randomize_bn(RepSRBlock(4), seed=3).double().eval()
+    for path in block.paths:
+        path.bn.eps = 0.5
+        path.bn.running_var.fill_(0.01)  # eps dominates: a hard-coded eps would be far off
+    x = torch.randn(1, 4, 9, 9, dtype=torch.float64)
+    assert (_merged_output(block, x) - block(x)).abs().max() <= 1e-10
+
+
+def test_default_structure_is_identity_plus_two_expand_squeeze_paths():
+    block = RepSRBlock(16)
+    assert block.identity and len(block.paths) == 2
+    for path in block.paths:
+        assert path.expand.weight.shape == (32, 16, 3, 3) and path.expand.bias is not None
+        assert path.bn.num_features == 32
+        assert path.squeeze.weight.shape == (16, 32, 1, 1) and path.squeeze.bias is not None
+
+
+class _KernelOf(torch.nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self):
+        return self.block.get_equivalent_kernel_bias()
+
+
+@pytest.mark.parametrize("options", [{}, {"use_bn": False}])
+def test_equivalent_kernel_is_differentiable(options):
+    wrapper = _KernelOf(randomize_bn(RepSRBlock(2, **options), seed=4).double())
+    names = [n for n, _ in wrapper.named_parameters()]
+
+    def kernel_and_bias(*values):
+        return torch.func.functional_call(wrapper, dict(zip(names, values, strict=True)), ())
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in wrapper.parameters())
+    assert torch.autograd.gradcheck(kernel_and_bias, inputs)
+
+
+def test_plain_block_is_one_conv():
+    block = PlainBlock(4).double()
+    x = torch.randn(1, 4, 6, 7, dtype=torch.float64)
+    expected = block(x)
+    block.reparameterize()
+    assert torch.allclose(block(x), expected, atol=1e-12)
+
+
+def test_blocks_by_name_and_errors():
+    assert set(BLOCKS) >= {"repsr", "plain"}
+    assert isinstance(build_block("repsr", 8, expand=4), RepSRBlock)
+    with pytest.raises(ValueError, match="unknown block 'nope'"):
+        build_block("nope", 8)
+    with pytest.raises(ValueError, match="identity path"):
+        RepSRBlock(4, 8)
+    assert RepSRBlock(4, 8, identity=False).get_equivalent_kernel_bias()[0].shape == (8, 4, 3, 3)

@@ -1,0 +1,107 @@
+import pickle
+
+import pytest
+import torch
+from conftest import randomize_bn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from repsr import RepSRNet, reparameterize_model
+from repsr.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from repsr.errors import RepsrError
+from repsr.export import convert, load_deploy, load_model, save_deploy
+
+
+@pytest.fixture
+def trained(tmp_path):
+    model = randomize_bn(RepSRNet(4, 8, 2), seed=5)
+    ema = randomize_bn(RepSRNet(4, 8, 2), seed=6)
+    return model, ema, save_checkpoint(tmp_path / "train.pth", model, ema, iteration=7)
+
+
+def test_checkpoint_round_trip_is_exact(trained):
+    model, ema, path = trained
+    payload = read_checkpoint(path)
+    assert payload["iteration"] == 7
+    for rebuilt, source in ((model_from_checkpoint(payload, use_ema=False), model),
+                            (model_from_checkpoint(payload), ema)):
+        assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), source.state_dict().values(),
+                                                      strict=True))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_convert_round_trips_exactly(trained, tmp_path, suffix):
+    _, ema, path = trained
+    out = convert(path, tmp_path / f"deploy{suffix}")
+    loaded, meta = load_deploy(out)
+    expected = reparameterize_model(ema)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), expected.state_dict().values(),
+                                                  strict=True))
+    # deploy -> deploy conversion (other format) is exact too
+    again = convert(out, tmp_path / ("again.pth" if suffix == ".safetensors" else "again.safetensors"))
+    reloaded, _ = load_deploy(again)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reloaded.state_dict().values(),
+                                                  strict=True))
+    if suffix == ".pth":
+        raw = torch.load(out, weights_only=True)
+        assert list(raw) == ["params_ema"] and all(isinstance(v, torch.Tensor) for v in raw["params_ema"].values())
+
+
+def test_safetensors_metadata(trained, tmp_path):
+    out = convert(trained[2], tmp_path / "m.safetensors")
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["arch"] == "SRVGGNetCompact" and meta["scale"] == "4"
+    assert meta["num_feat"] == "8" and meta["num_conv"] == "2"
+    assert meta["num_in_ch"] == "3" and meta["num_out_ch"] == "3"
+
+
+def test_load_model_merges_checkpoints_on_the_fly(trained):
+    model, ema, path = trained
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), ema.eval()(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(load_model(path, use_ema=False)(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_clear_errors(tmp_path, trained):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(RepsrError, match="notes.pth: not a loadable model file"):
+        convert(text, tmp_path / "o.safetensors")
+    with pytest.raises(RepsrError, match="missing.pth: no such file"):
+        convert(tmp_path / "missing.pth", tmp_path / "o.safetensors")
+    with pytest.raises(RepsrError, match="deploy files end in"):
+        convert(trained[2], tmp_path / "o.onnx")
+    with pytest.raises(RepsrError, match="does not exist"):
+        convert(trained[2], tmp_path / "nowhere" / "o.pth")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 20)
+    with pytest.raises(RepsrError, match="bad.safetensors: not a readable safetensors file"):
+        load_deploy(bad)
+    # a Compact file with an extra key (e.g. a leftover BN buffer) is refused, naming the key
+    deploy = reparameterize_model(RepSRNet(2, 8, 1))
+    state = dict(deploy.state_dict())
+    state["body.0.running_mean"] = torch.zeros(8)
+    save_file(state, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(RepsrError, match="unexpected: body.0.running_mean"):
+        load_deploy(tmp_path / "extra.safetensors")
+    # metadata that contradicts the weights
+    save_deploy(deploy, tmp_path / "lie.safetensors", metadata={"scale": "4"})
+    with pytest.raises(RepsrError, match="metadata says scale 4"):
+        load_deploy(tmp_path / "lie.safetensors")
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"params_ema": Exploit()}))
+    for loader in (load_model, read_checkpoint):
+        with pytest.raises(RepsrError, match="evil.pth: not a loadable"):
+            loader(evil)
+    assert not marker.exists()
