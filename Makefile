@@ -16,7 +16,7 @@ demo: $(VENV)/.runtime
 	$(VENV)/bin/repsr demo --out runs/demo
 
 test: $(VENV)/.test
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest
 
 bench: $(VENV)/.runtime

@@ -35,8 +35,9 @@ def main() -> None:
     data = {}
     base = seconds(lambda: resize(img, scale_factors=[0.25, 0.25, 1], interp_method=interp_methods.cubic,
                                   pad_mode="symmetric", antialiasing=True), repeat=3)
-    for label, fn in (("NumPy float64", lambda: imresize(img, 0.25)), ("NumPy uint8 (rounded)", lambda: imresize(u8, 0.25)),
-                      ("torch float32 CHW", lambda: imresize(t_chw, 0.25))):
+    cases = (("NumPy float64", lambda: imresize(img, 0.25)), ("NumPy uint8 (rounded)", lambda: imresize(u8, 0.25)),
+             ("torch float32 CHW", lambda: imresize(t_chw, 0.25)))
+    for label, fn in cases:
         t = seconds(fn)
         data[f"resize_{label}"] = t
         rows.append(f"| imresize x1/4, 2040x1356, {label} | {t * 1e3:.0f} | {base * 1e3:.0f} | {base / t:.1f}x |")

@@ -29,13 +29,13 @@ def main() -> None:
             ds = HRFolder(root / name, scale, default_cache_dir())
             basic = evaluate_dataset("bicubic", ds, torch.device("cpu"), progress=False)
             matlab = evaluate_dataset("bicubic", ds, torch.device("cpu"), progress=False, round_y=True)
-            results.append({"dataset": name, "scale": scale, "literature": [ref_psnr, ref_ssim],
-                            "basicsr": [basic["psnr"], basic["ssim"]], "matlab_round_y": [matlab["psnr"], matlab["ssim"]]})
-            rows.append(f"| {name} | x{scale} | {ref_psnr:.2f} / {ref_ssim:.4f} | {basic['psnr']:.2f} / {basic['ssim']:.4f} "
-                        f"| {basic['psnr'] - ref_psnr:+.3f} / {basic['ssim'] - ref_ssim:+.4f} "
-                        f"| {matlab['psnr']:.2f} / {matlab['ssim']:.4f} "
-                        f"| {matlab['psnr'] - ref_psnr:+.3f} / {matlab['ssim'] - ref_ssim:+.4f} |")
-    text = f"""# Bicubic baselines
+            ours = {"basicsr": (basic["psnr"], basic["ssim"]), "matlab_round_y": (matlab["psnr"], matlab["ssim"])}
+            results.append({"dataset": name, "scale": scale, "literature": [ref_psnr, ref_ssim], **ours})
+            cells = [f"{ref_psnr:.2f} / {ref_ssim:.4f}"]
+            for p, s in ours.values():
+                cells += [f"{p:.2f} / {s:.4f}", f"{p - ref_psnr:+.3f} / {s - ref_ssim:+.4f}"]
+            rows.append(f"| {name} | x{scale} | " + " | ".join(cells) + " |")
+    text = """# Bicubic baselines
 
 Produced by `python scripts/bicubic_baselines.py [DATASETS_ROOT]` (default `../shared/datasets`: Set5, Set14, B100 HR
 images; LR made by repsr's MATLAB-bicubic downscaling of the modcropped HR; bicubic upscaling back; PSNR/SSIM on
