@@ -90,16 +90,18 @@ def test_train_patches_are_aligned_augmented_and_reproducible(hr_dir):
     assert item["lr"].shape == (3, 12, 12) and item["hr"].shape == (3, 24, 24)
     assert item["lr"].min() >= 0 and item["hr"].max() <= 1
     assert torch.equal(patches[5]["hr"], item["hr"])  # same (seed, epoch, index), same patch
-    patches.set_epoch(1)
-    assert not torch.equal(patches[5]["hr"], item["hr"])
+    assert torch.equal(patches[(0, 5)]["hr"], item["hr"])  # plain index = epoch 0
+    assert not torch.equal(patches[(1, 5)]["hr"], item["hr"])
     for i in range(len(patches)):  # LR is the bicubic downscale of HR whatever the flips/rotations
-        it = patches[i]
+        it = patches[(2, i)]
         down = imresize(it["hr"].double(), 0.5)
         assert (down - it["lr"].double())[:, 3:-3, 3:-3].abs().max() <= 0.5 / 255 + 1e-6
     y = TrainPatches(ds, lr_patch=8, color="y")[0]
     assert y["lr"].shape == (1, 8, 8) and y["hr"].min() >= 16 / 255 - 1e-6 and y["hr"].max() <= 235 / 255 + 1e-6
 
 
-def test_train_patches_reject_images_smaller_than_the_patch(hr_dir):
-    with pytest.raises(RepsrError, match="smaller than the LR patch 20"):
-        TrainPatches(HRFolder(hr_dir, 2), lr_patch=20)
+def test_train_patches_skip_images_smaller_than_the_patch(hr_dir):
+    patches = TrainPatches(HRFolder(hr_dir, 2), lr_patch=20)  # LR sizes 25x30, 20x20, 16x22
+    assert patches.num_images == 2 and [s.hr_files[i].name for s, i in patches.skipped] == ["gray.png"]
+    with pytest.raises(RepsrError, match="every training image is smaller than the LR patch 40"):
+        TrainPatches(HRFolder(hr_dir, 2), lr_patch=40)

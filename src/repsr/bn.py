@@ -43,6 +43,7 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, **kwargs) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
         self.register_buffer("population_phase", torch.tensor(False))
+        self.sync = False  # multi-process training: batch statistics over all ranks (see set_bn_sync)
 
     @property
     def phase(self) -> BNPhase:
@@ -50,8 +51,45 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and not bool(self.population_phase):
+            if self.sync and _world_size() > 1:
+                return self._synced_batch_norm(x)
             return super().forward(x)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def _synced_batch_norm(self, x: Tensor) -> Tensor:
+        """Batch statistics of the global batch (SyncBatchNorm semantics), differentiable across ranks."""
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() / c)])
+        total = all_reduce(local)
+        count = total[-1]
+        mean = total[:c] / count
+        var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1).clamp_min(1), momentum)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale + (self.bias if self.affine else 0)
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def set_bn_sync(model: nn.Module, sync: bool) -> nn.Module:
+    """Multi-process training: compute batch statistics over all ranks (True) or per rank (False)."""
+    for bn in _switchable_bns(model):
+        bn.sync = sync
+    return model
 
 
 def _switchable_bns(model: nn.Module) -> list[SwitchableBatchNorm2d]:
@@ -126,6 +164,14 @@ def recompute_population_stats(model: nn.Module, batches: Iterable[Tensor]) -> i
             bn.num_batches_tracked.copy_(count)
     if n_batches == 0:
         raise ValueError("recompute_population_stats needs at least one batch")
+    if _world_size() > 1:  # pool the statistics of every rank's batches
+        import torch.distributed as dist
+
+        for acc in sums.values():
+            packed = torch.cat([acc[0], acc[1], acc[0].new_tensor([float(acc[2])])])
+            dist.all_reduce(packed)
+            c = acc[0].numel()
+            acc[0], acc[1], acc[2] = packed[:c], packed[c : 2 * c], packed[-1].item()
     for bn in bns:
         total, total_sq, count = sums[bn]
         mean = total / count

@@ -32,6 +32,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_eval_cli(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.opt)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    train(config, out, resume=args.resume)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repsr", description=__doc__.split("\n")[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"repsr {__version__}")
@@ -51,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="output path ending in .safetensors or .pth")
     convert.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA weights exist")
     convert.set_defaults(func=_cmd_convert)
+
+    tr = sub.add_parser("train", help="train a RepSR model from a YAML config or a preset")
+    tr.add_argument("config", help="YAML file or preset name (e.g. demo, repsr_x4_m4c16)")
+    tr.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --opt train.total_iter=2000 (repeatable)")
+    tr.add_argument("--out", help="run folder (default: runs/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="PSNR/SSIM (Y channel, BasicSR/MATLAB protocol) of a model on test sets")
     ev.add_argument("--model", required=True, help="'bicubic', a training checkpoint or a deploy file")

@@ -182,54 +182,85 @@ def color_convert(img: Tensor, color: str) -> Tensor:
     return rgb2ycbcr(img, y_only=True) if color == "y" else img
 
 
+@dataclass(frozen=True)
+class PatchParams:
+    """Where one training patch comes from and how it is flipped (LR coordinates)."""
+
+    image: int
+    top: int
+    left: int
+    hflip: bool
+    vflip: bool
+    transpose: bool
+
+
 class TrainPatches(torch.utils.data.Dataset):
     """Random paired crops with flips and 90-degree rotations, values in [0, 1].
 
-    Each item's randomness comes from (seed, epoch, index) alone, so an epoch yields the same
-    patches whatever the number of workers or wherever training resumed. ``repeat`` makes one
-    epoch visit each image that many times (291 images make a short epoch otherwise).
+    An item is addressed by ``(epoch, index)`` (a plain ``index`` means epoch 0), and its randomness
+    comes from ``(seed, epoch, index)`` alone: an epoch yields the same patches whatever the number
+    of workers, the device that crops them, or where training resumed. ``repeat`` makes one epoch
+    visit each image that many times (291 images make a short epoch otherwise).
     """
 
-    def __init__(self, source: SRDataset, lr_patch: int, repeat: int = 1, augment: bool = True,
+    def __init__(self, sources: SRDataset | list[SRDataset], lr_patch: int, repeat: int = 1, augment: bool = True,
                  color: str = "rgb", seed: int = 0) -> None:
         if color not in ("rgb", "y"):
             raise RepsrError(f"color must be 'rgb' or 'y', got {color!r}")
         if lr_patch < 1 or repeat < 1:
             raise RepsrError(f"lr_patch and repeat must be >= 1, got {lr_patch} and {repeat}")
-        self.source, self.lr_patch, self.repeat = source, lr_patch, repeat
+        self.sources = sources if isinstance(sources, list) else [sources]
+        if len({s.scale for s in self.sources}) != 1:
+            raise RepsrError("training sets must share one scale")
+        self.scale = self.sources[0].scale
+        self.lr_patch, self.repeat = lr_patch, repeat
         self.augment, self.color, self.seed = augment, color, seed
-        self.epoch = 0
-        for i in range(len(source)):
-            lr = source[i].lr
-            if lr.shape[0] < lr_patch or lr.shape[1] < lr_patch:
-                raise RepsrError(f"{source.hr_files[i]}: LR image {lr.shape[1]}x{lr.shape[0]} is smaller than "
-                                 f"the LR patch {lr_patch}; use a smaller patch")
+        self.items, self.skipped = [], []  # images smaller than a patch cannot give one: skipped, and listed
+        for source in self.sources:
+            for i in range(len(source)):
+                lr = source[i].lr
+                too_small = lr.shape[0] < lr_patch or lr.shape[1] < lr_patch
+                (self.skipped if too_small else self.items).append((source, i))
+        if not self.items:
+            raise RepsrError(f"every training image is smaller than the LR patch {lr_patch}; use a smaller patch")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    @property
+    def num_images(self) -> int:
+        return len(self.items)
+
+    def pair(self, image: int) -> SRPair:
+        source, i = self.items[image]
+        return source[i]
 
     def __len__(self) -> int:
-        return len(self.source) * self.repeat
+        return self.num_images * self.repeat
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        pair = self.source[index % len(self.source)]
-        s, p = self.source.scale, self.lr_patch
-        top = int(rng.integers(0, pair.lr.shape[0] - p + 1))
-        left = int(rng.integers(0, pair.lr.shape[1] - p + 1))
-        lr = to_tensor(pair.lr[top : top + p, left : left + p])
-        hr = to_tensor(pair.hr[top * s : (top + p) * s, left * s : (left + p) * s])
-        if self.augment:
-            hflip, vflip, transpose = (bool(b) for b in rng.integers(0, 2, size=3))
-            lr, hr = (_augment(t, hflip, vflip, transpose) for t in (lr, hr))
+    def params(self, key: int | tuple[int, int]) -> PatchParams:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image = index % self.num_images
+        lr = self.pair(image).lr
+        top = int(rng.integers(0, lr.shape[0] - self.lr_patch + 1))
+        left = int(rng.integers(0, lr.shape[1] - self.lr_patch + 1))
+        flips = rng.integers(0, 2, size=3) if self.augment else (0, 0, 0)
+        return PatchParams(image, top, left, *(bool(f) for f in flips))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        p = self.params(key)
+        pair = self.pair(p.image)
+        s, n = self.scale, self.lr_patch
+        lr = to_tensor(pair.lr[p.top : p.top + n, p.left : p.left + n])
+        hr = to_tensor(pair.hr[p.top * s : (p.top + n) * s, p.left * s : (p.left + n) * s])
+        lr, hr = (augment(t, p.hflip, p.vflip, p.transpose) for t in (lr, hr))
         return {"lr": color_convert(lr, self.color), "hr": color_convert(hr, self.color)}
 
 
-def _augment(t: Tensor, hflip: bool, vflip: bool, transpose: bool) -> Tensor:
+def augment(t: Tensor, hflip: bool, vflip: bool, transpose: bool) -> Tensor:
+    """Flip/transpose the last two axes; the three choices give all 8 rotations and reflections."""
     if hflip:
         t = t.flip(-1)
     if vflip:
         t = t.flip(-2)
-    if transpose:  # with the flips, gives all 8 rotations/reflections
+    if transpose:
         t = t.transpose(-1, -2)
     return t.contiguous()

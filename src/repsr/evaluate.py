@@ -46,7 +46,7 @@ def super_resolve(model: nn.Module | str, lr: np.ndarray, scale: int, device: to
     gray = lr.ndim == 2
     rgb = to_rgb(lr)
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255)[None].to(device)
-    in_ch = model.body[0].weight.shape[1] if hasattr(model, "body") else 3
+    in_ch = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     if in_ch == 1:
         ycbcr = rgb2ycbcr(x)
         y = model(ycbcr[:, :1]).clamp(0, 1)
