@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from repsr.data import HRFolder, default_cache_dir
 from repsr.evaluate import evaluate_dataset
 
@@ -27,8 +25,8 @@ def main() -> None:
     for name, refs in LITERATURE.items():
         for scale, (ref_psnr, ref_ssim) in refs.items():
             ds = HRFolder(root / name, scale, default_cache_dir())
-            basic = evaluate_dataset("bicubic", ds, torch.device("cpu"), progress=False)
-            matlab = evaluate_dataset("bicubic", ds, torch.device("cpu"), progress=False, round_y=True)
+            basic = evaluate_dataset("bicubic", ds, progress=False)
+            matlab = evaluate_dataset("bicubic", ds, progress=False, round_y=True)
             ours = {"basicsr": (basic["psnr"], basic["ssim"]), "matlab_round_y": (matlab["psnr"], matlab["ssim"])}
             results.append({"dataset": name, "scale": scale, "literature": [ref_psnr, ref_ssim], **ours})
             cells = [f"{ref_psnr:.2f} / {ref_ssim:.4f}"]

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from conftest import DATA
 
 from repsr import RepSRNet
@@ -18,7 +17,7 @@ LITERATURE = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_set5_bicubic_matches_literature(scale):
-    result = evaluate_dataset("bicubic", HRFolder(DATA / "Set5", scale), torch.device("cpu"), progress=False)
+    result = evaluate_dataset("bicubic", HRFolder(DATA / "Set5", scale), progress=False)
     psnr_ref, ssim_ref = LITERATURE[scale]
     assert result["images"] == 5
     assert abs(result["psnr"] - psnr_ref) <= 0.03

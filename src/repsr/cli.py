@@ -42,6 +42,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from .batch_upscale import upscale_files
+    from .zoo import DEFAULT_MODEL
+
+    report = upscale_files(args.inputs, args.output, args.model or DEFAULT_MODEL, scale=args.scale, tile=args.tile,
+                           precision=args.precision, device=args.device, overwrite=args.overwrite, fmt=args.format)
+    parts = [f"{len(report.done)} upscaled"]
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} skipped (output exists; --overwrite to redo)")
+    if report.failed:
+        parts.append(f"{len(report.failed)} failed")
+    if report.interrupted:
+        print(f"repsr: interrupted; {', '.join(parts)}; finished outputs are complete", file=sys.stderr)
+        return 130
+    print(f"{', '.join(parts)} -> {args.output}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import DEFAULT_MODEL, bundled_models
+
+    models = bundled_models()
+    if not models:
+        print("no bundled models")
+        return 0
+    sets = sorted({name for m in models for name in m.results})
+    header = f"{'name':<18} {'scale':>5} {'size':>7} {'KiB':>6}  "
+    header += "  ".join(f"{s + ' PSNR/SSIM':>18}" for s in sets)
+    print(header)
+    for m in models:
+        cells = "  ".join(f"{m.results[s]['psnr']:>9.2f}/{m.results[s]['ssim']:.4f}" if s in m.results
+                          else f"{'-':>18}" for s in sets)
+        default = "  (default)" if m.name == DEFAULT_MODEL else ""
+        kib = m.path.stat().st_size / 1024
+        print(f"{m.name:<18} {'x' + str(m.scale):>5} {m.size:>7} {kib:>6.0f}  {cells}{default}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_onnx, export_onnx, load_model, save_deploy
+
+    if not args.onnx and not args.compact:
+        raise RepsrError("export: give --onnx OUT.onnx and/or --compact OUT.pth|OUT.safetensors")
+    model = load_model(args.model)
+    if args.onnx:
+        path = export_onnx(model, args.onnx, dynamic=args.dynamic, opset=args.opset)
+        try:
+            shape = (2, model.num_in_ch, 37, 45) if args.dynamic else (1, model.num_in_ch, 64, 64)
+            note = f"; onnxruntime max |error| {check_onnx(model, path, shape):.1e}"
+        except ImportError:
+            note = " (install onnxruntime to verify it)"
+        print(f"wrote {path}{note}")
+    if args.compact:
+        print(f"wrote {save_deploy(model, args.compact)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repsr", description=__doc__.split("\n")[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"repsr {__version__}")
@@ -69,6 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="run folder (default: runs/<name>)")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     tr.set_defaults(func=_cmd_train)
+
+    up = sub.add_parser("upscale", help="upscale images (files, folders, globs) with a bundled or trained model")
+    up.add_argument("inputs", nargs="+", metavar="INPUT")
+    up.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    up.add_argument("--model", help="bundled model name, deploy file or training checkpoint "
+                                    "(default: the bundled x4 model; see 'repsr models')")
+    up.add_argument("--scale", type=int, help="check that the model has this scale")
+    up.add_argument("--tile", type=int, help="process in tiles of N LR pixels (seamless; for large images)")
+    up.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"],
+                    help="fp32 (default); fp16/bf16 faster on GPUs; fp64 makes tiled output bit-identical to untiled")
+    up.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    up.add_argument("--format", default="png", choices=["png", "input"], help="output format (default: png)")
+    up.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    up.set_defaults(func=_cmd_upscale)
+
+    models = sub.add_parser("models", help="list the bundled models with their validation PSNR/SSIM")
+    models.set_defaults(func=_cmd_models)
+
+    ex = sub.add_parser("export", help="export a model to ONNX or to a Compact file (spandrel/chaiNNer/ComfyUI)")
+    ex.add_argument("model", help="bundled model name, deploy file or training checkpoint")
+    ex.add_argument("--onnx", metavar="OUT.onnx")
+    ex.add_argument("--dynamic", action="store_true", help="ONNX with free batch, height and width")
+    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--compact", metavar="OUT", help="OUT.pth or OUT.safetensors in SRVGGNetCompact layout")
+    ex.set_defaults(func=_cmd_export)
 
     ev = sub.add_parser("eval", help="PSNR/SSIM (Y channel, BasicSR/MATLAB protocol) of a model on test sets")
     ev.add_argument("--model", required=True, help="'bicubic', a training checkpoint or a deploy file")

@@ -15,53 +15,20 @@ from tqdm import tqdm
 from .data import SRDataset, default_cache_dir, open_dataset
 from .errors import RepsrError
 from .images import to_rgb, write_image
-from .metrics import psnr, rgb2ycbcr, ssim, ycbcr2rgb
+from .inference import pick_device, prepare, upscale
+from .metrics import psnr, ssim
 from .resize import imresize
 
-_GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])  # MATLAB rgb2gray
 
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RepsrError("--device cuda: no CUDA device is available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise RepsrError(f"--device: unknown device {name!r}") from None
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(C, H, W) float in [0, 1] -> HxWxC (or HxW) uint8, rounded as BasicSR's ``tensor2img``."""
-    arr = (x.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy().transpose(1, 2, 0)
-    return arr[:, :, 0] if arr.shape[2] == 1 else arr
-
-
-@torch.inference_mode()
-def super_resolve(model: nn.Module | str, lr: np.ndarray, scale: int, device: torch.device) -> np.ndarray:
-    """SR of one uint8 LR image with a network or ``"bicubic"``; returns uint8 like the LR (gray stays gray)."""
+def super_resolve(model: nn.Module | str, lr: np.ndarray, scale: int) -> np.ndarray:
+    """SR of one uint8 LR image with ``"bicubic"`` or a network (already on its device, in eval mode)."""
     if isinstance(model, str):
         return imresize(lr, scale)
-    gray = lr.ndim == 2
-    rgb = to_rgb(lr)
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255)[None].to(device)
-    in_ch = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    if in_ch == 1:
-        ycbcr = rgb2ycbcr(x)
-        y = model(ycbcr[:, :1]).clamp(0, 1)
-        if gray:
-            return _to_uint8(y[0])
-        cbcr = imresize(ycbcr[:, 1:], scale)
-        return _to_uint8(ycbcr2rgb(torch.cat([y, cbcr], 1))[0])
-    out = _to_uint8(model(x)[0])
-    if gray:  # the literature measures gray images on their gray values
-        return np.floor(out.astype(np.float64) @ _GRAY_WEIGHTS + 0.5).astype(np.uint8)
-    return out
+    return upscale(lr, model, prepared=True)
 
 
-def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, device: torch.device,
-                     save_dir: Path | None = None, progress: bool = True, round_y: bool = False) -> dict:
+def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path | None = None,
+                     progress: bool = True, round_y: bool = False) -> dict:
     """PSNR/SSIM (Y channel, crop = scale) of ``model`` on every image of ``dataset``."""
     scale = dataset.scale
     per_image = []
@@ -72,7 +39,7 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, device: torch.d
         lr, hr = pair.lr, pair.hr
         if hr.ndim == 3:
             lr, hr = to_rgb(lr), to_rgb(hr)
-        sr = super_resolve(model, lr, scale, device)
+        sr = super_resolve(model, lr, scale)
         if save_dir is not None:
             write_image(save_dir / f"{pair.name}.png", sr)
         per_image.append({"name": pair.name, "psnr": psnr(sr, hr, scale, round_y=round_y),
@@ -95,7 +62,7 @@ def load_eval_model(spec: str, scale: int, device: torch.device) -> nn.Module | 
     model = load_model(spec)
     if model.upscale != scale:
         raise RepsrError(f"{spec}: model is x{model.upscale}, but --scale is {scale}")
-    return model.to(device).eval()
+    return prepare(model, device)
 
 
 def run_eval_cli(args: argparse.Namespace) -> int:
@@ -115,7 +82,7 @@ def run_eval_cli(args: argparse.Namespace) -> int:
                 save_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise RepsrError(f"{save_dir}: cannot create folder ({e.strerror or e})") from None
-        result = evaluate_dataset(model, ds, device, save_dir, progress=sys.stderr.isatty(), round_y=args.round_y)
+        result = evaluate_dataset(model, ds, save_dir, progress=sys.stderr.isatty(), round_y=args.round_y)
         if args.json:
             print(json.dumps(result), flush=True)
         else:

@@ -8,8 +8,10 @@ without unpickling anything but tensors.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -131,12 +133,19 @@ def _compact_from_file(obj: dict, metadata: dict[str, str], path: Path) -> Compa
     return model
 
 
-def load_model(path: str | os.PathLike, use_ema: bool = True) -> CompactSRNet:
-    """Any model file as a deploy network: a deploy file, or a training checkpoint merged on the fly."""
+def load_model(name_or_path: str | os.PathLike, use_ema: bool = True) -> CompactSRNet:
+    """A deploy network from a bundled model's name, a deploy file, or a training checkpoint (merged on the fly)."""
     from .checkpoint import CHECKPOINT_FORMAT, model_from_checkpoint
     from .reparam import reparameterize_model
+    from .zoo import bundled_model_path, bundled_models
 
-    path = Path(path)
+    path = Path(name_or_path)
+    if not path.exists() and path.suffix not in (*DEPLOY_SUFFIXES, ".pt", ".ckpt"):
+        bundled = bundled_model_path(str(name_or_path))
+        if bundled is None:
+            names = ", ".join(m.name for m in bundled_models()) or "none"
+            raise RepsrError(f"{name_or_path}: no such file or bundled model (bundled: {names})")
+        path = bundled
     obj, metadata = _read_state(path)
     if obj.get("format") == CHECKPOINT_FORMAT:
         return reparameterize_model(model_from_checkpoint(obj, use_ema=use_ema, source=str(path)))
@@ -153,3 +162,35 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, use_ema: bool 
     if output.is_dir():
         raise RepsrError(f"{output}: is a folder")
     return save_deploy(load_model(source, use_ema=use_ema), output)
+
+
+def export_onnx(model: CompactSRNet, path: str | os.PathLike, dynamic: bool = False, opset: int = 17,
+                example_size: tuple[int, int] = (64, 64)) -> Path:
+    """Write ``model`` as ONNX: float32 NCHW in [0, 1] in, the upscaled image out (like the module).
+
+    ``dynamic`` makes batch, height and width free; otherwise the graph is fixed to a
+    ``1 x C x example_size`` input. Uses the TorchScript-based exporter, which needs no onnxscript.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise RepsrError(f"{path}: ONNX files end in .onnx")
+    model = copy.deepcopy(model).float().cpu().eval()
+    x = torch.rand(1, model.num_in_ch, *example_size)
+    axes = {"input": {0: "batch", 2: "height", 3: "width"},
+            "output": {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's concern
+        torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["output"],
+                          opset_version=opset, dynamic_axes=axes, dynamo=False)
+    return path
+
+
+def check_onnx(model: CompactSRNet, path: str | os.PathLike, shape: tuple[int, ...]) -> float:
+    """Max absolute difference between onnxruntime on ``path`` and ``model`` on a random input."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        expected = model.float().cpu().eval()(x).numpy()
+    return float(abs(session.run(None, {"input": x.numpy()})[0] - expected).max())

@@ -38,6 +38,7 @@ from .errors import RepsrError
 from .evaluate import evaluate_dataset, super_resolve
 from .export import save_deploy
 from .fileio import atomic_write
+from .inference import prepare
 from .networks import RepSRNet
 from .reparam import reparameterize_model
 
@@ -356,7 +357,7 @@ class Trainer:
             was_training = model.training
             model.eval()
             for ds in self.val_sets:
-                r = evaluate_dataset(model, ds, self.device, progress=False)
+                r = evaluate_dataset(model, ds, progress=False)
                 entry[f"{which}/{ds.name}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
                 self.scalar(f"val_{which}/{ds.name}/psnr", r["psnr"])
                 self.scalar(f"val_{which}/{ds.name}/ssim", r["ssim"])
@@ -366,7 +367,7 @@ class Trainer:
             model = self.eval_model("ema" if self.ema else "raw").eval()
             ds = self.val_sets[0]
             for i in range(min(self.config.data.val.save_images, len(ds))):
-                sr = super_resolve(model, ds[i].lr, ds.scale, self.device)
+                sr = super_resolve(model, ds[i].lr, ds.scale)
                 self.writer.add_image(f"val/{ds[i].name}", sr, self.iteration,
                                       dataformats="HW" if sr.ndim == 2 else "HWC")
         self.history.append(entry)
@@ -450,10 +451,10 @@ class Trainer:
                                       param_key="params_ema" if self.ema else "params")
             results = {"name": self.config.name, "scale": self.config.scale, "iterations": self.iteration,
                        "model": which, "deploy": deploy_path.name, "datasets": {}}
-            deploy = deploy.to(self.device)
+            deploy = prepare(deploy, self.device)
             for ds in self.val_sets:
-                ours = evaluate_dataset(deploy, ds, self.device, progress=False)
-                bicubic = evaluate_dataset("bicubic", ds, self.device, progress=False)
+                ours = evaluate_dataset(deploy, ds, progress=False)
+                bicubic = evaluate_dataset("bicubic", ds, progress=False)
                 results["datasets"][ds.name] = {"psnr": ours["psnr"], "ssim": ours["ssim"], "images": ours["images"],
                                                 "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"]}
                 self.log(f"deploy model on {ds.name}: {ours['psnr']:.2f} dB / {ours['ssim']:.4f} "

@@ -1,0 +1,99 @@
+"""repsr.upscale: colour conventions, dtypes, precision, and tiled == untiled."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_bn
+
+from repsr import RepSRNet, reparameterize_model
+from repsr.errors import RepsrError
+from repsr.inference import prepare, receptive_radius, run_tiled, upscale
+from repsr.metrics import rgb2ycbcr
+from repsr.resize import imresize
+
+
+@pytest.fixture(scope="module")
+def model():
+    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 3), seed=3))
+
+
+@pytest.fixture(scope="module")
+def y_model():
+    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 2, num_in_ch=1), seed=4))
+
+
+def reference(model, rgb01: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = model(torch.from_numpy(rgb01.transpose(2, 0, 1)).float()[None])[0]
+    return out.numpy().transpose(1, 2, 0)
+
+
+def test_uint8_uint16_float_round_trip_conventions(model):
+    rng = np.random.default_rng(0)
+    img8 = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    out8 = upscale(img8, model)
+    assert out8.dtype == np.uint8 and out8.shape == (26, 34, 3)
+    expected = np.floor(np.clip(reference(model, img8 / 255.0), 0, 1) * 255 + 0.5)
+    assert np.abs(out8.astype(int) - expected).max() <= 1
+    img16 = img8.astype(np.uint16) * 257
+    out16 = upscale(img16, model)
+    assert out16.dtype == np.uint16 and np.abs(out16 // 257 - out8.astype(int)).max() <= 1
+    outf = upscale(img8 / np.float32(255), model)
+    assert outf.dtype == np.float32 and outf.min() >= 0 and outf.max() <= 1
+
+
+def test_gray_stays_gray_and_alpha_is_bicubic(model):
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (11, 9), dtype=np.uint8)
+    assert upscale(gray, model).shape == (22, 18)
+    assert upscale(gray[:, :, None], model).shape == (22, 18, 1)
+    rgba = rng.integers(0, 256, (11, 9, 4), dtype=np.uint8)
+    out = upscale(rgba, model)
+    assert out.shape == (22, 18, 4)
+    np.testing.assert_array_equal(out[:, :, 3], imresize(rgba[:, :, 3], 2))
+    np.testing.assert_array_equal(out[:, :, :3], upscale(rgba[:, :, :3], model))
+    assert upscale(rng.integers(0, 256, (11, 9, 2), dtype=np.uint8), model).shape == (22, 18, 2)
+
+
+def test_y_channel_model_upscales_y_and_takes_cbcr_by_bicubic(y_model):
+    rgb = np.random.default_rng(2).random((10, 12, 3)).astype(np.float32)
+    out = upscale(rgb, y_model)
+    y_in = rgb2ycbcr(torch.from_numpy(rgb.transpose(2, 0, 1)).double(), y_only=True).float()[None]
+    with torch.no_grad():
+        y_expected = y_model(y_in)[0, 0].numpy()
+    y_out = rgb2ycbcr(torch.from_numpy(out.transpose(2, 0, 1)).double(), y_only=True)[0].numpy()
+    inside = (out > 1e-3).all(-1) & (out < 1 - 1e-3).all(-1)  # clipping changes Y where a channel saturates
+    assert np.abs(y_out - y_expected)[inside].max() < 1e-4
+
+
+TILINGS = [(37, 29, 8), (37, 29, 5), (16, 16, 16), (9, 40, 7), (5, 5, 1), (23, 31, 100)]
+
+
+@pytest.mark.parametrize(("h", "w", "tile"), TILINGS)
+def test_tiled_equals_untiled(model, h, w, tile):
+    x = torch.rand(1, 3, h, w)
+    exact = prepare(model, torch.device("cpu"), "fp64")
+    assert torch.equal(run_tiled(exact, x, 2, tile=tile), run_tiled(exact, x, 2))
+    img = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint16)
+    tiled = upscale(img, model, tile=tile, precision="fp64")
+    np.testing.assert_array_equal(tiled, upscale(img, model, precision="fp64"))
+    # float32: equal up to the last bits (conv summation order depends on the tensor width)
+    fast = prepare(model, torch.device("cpu"))
+    torch.testing.assert_close(run_tiled(fast, x, 2, tile=tile), run_tiled(fast, x, 2), rtol=0, atol=2e-6)
+
+
+def test_receptive_radius_counts_the_convs(model):
+    assert receptive_radius(model) == 5  # head + 3 body + tail
+
+
+def test_reduced_precision_and_nan_guard(model):
+    img = np.random.default_rng(3).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    out = upscale(img, model, precision="bf16")
+    assert np.abs(out.astype(int) - upscale(img, model).astype(int)).max() <= 8
+    broken = reparameterize_model(RepSRNet(2, 8, 1))
+    with torch.no_grad():
+        broken.body[0].weight.fill_(float("nan"))
+    with pytest.raises(RepsrError, match="NaN/inf"):
+        upscale(img, broken)
+    with pytest.raises(RepsrError, match="precision"):
+        upscale(img, model, precision="fp8")
