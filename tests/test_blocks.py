@@ -96,3 +96,37 @@ def test_blocks_by_name_and_errors():
     with pytest.raises(ValueError, match="identity path"):
         RepSRBlock(4, 8)
     assert RepSRBlock(4, 8, identity=False).get_equivalent_kernel_bias()[0].shape == (8, 4, 3, 3)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize("size", [(17, 23), (1, 1), (2, 5)])
+def test_every_block_merges_exactly_including_borders(name, size):
+    block = randomize_bn(build_block(name, 6), seed=11).double()
+    with torch.no_grad():  # larger random weights everywhere (ECB's scales start at 1e-3)
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    block.eval()
+    expected = block(x)
+    assert (_merged_output(block, x) - expected).abs().max() <= 1e-10
+    block.reparameterize()
+    assert (block(x) - expected).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("name", ["repvgg", "acb", "dbb", "ecb"])
+def test_other_blocks_are_differentiable(name):
+    wrapper = _KernelOf(randomize_bn(build_block(name, 2), seed=12).double())
+    names = [n for n, _ in wrapper.named_parameters()]
+
+    def kernel_and_bias(*values):
+        return torch.func.functional_call(wrapper, dict(zip(names, values, strict=True)), ())
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in wrapper.parameters())
+    assert torch.autograd.gradcheck(kernel_and_bias, inputs)
+
+
+def test_block_variant_names():
+    assert not build_block("repsr_nobn", 4).paths[0].bn
+    assert not build_block("repsr_noidentity", 4).identity
+    assert build_block("repsr_x4", 4).paths[0].expand.out_channels == 16
+    assert build_block("repsr_x1", 4).paths[0].expand.out_channels == 4

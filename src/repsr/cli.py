@@ -99,6 +99,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablation import run_ablation
+
+    run_ablation(args.spec, args.out)
+    return 0
+
+
+def _cmd_bn_study(args: argparse.Namespace) -> int:
+    from .ablation import bn_study
+    from .data import default_cache_dir, open_dataset
+
+    runs = [Path(args.noswitch), Path(args.switched)]
+    scale = read_run_scale(runs[0])
+    datasets = [open_dataset(d, scale, default_cache_dir()) for d in args.data]
+    print(bn_study(runs[0], runs[1], datasets, Path(args.out)))
+    return 0
+
+
+def read_run_scale(run: Path) -> int:
+    import yaml
+
+    config = run / "config.yml"
+    if not config.is_file():
+        raise RepsrError(f"{run}: not a training run folder (no config.yml)")
+    return int(yaml.safe_load(config.read_text())["scale"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repsr", description=__doc__.split("\n")[0] + " See README.md.")
     parser.add_argument("--version", action="version", version=f"repsr {__version__}")
@@ -151,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--opset", type=int, default=17)
     ex.add_argument("--compact", metavar="OUT", help="OUT.pth or OUT.safetensors in SRVGGNetCompact layout")
     ex.set_defaults(func=_cmd_export)
+
+    ab = sub.add_parser("ablate", help="train and compare block/BN variants from an ablation spec")
+    ab.add_argument("spec", help="ablation spec YAML (see specs/)")
+    ab.add_argument("--out", required=True, help="output folder (resumable: finished variants are kept)")
+    ab.set_defaults(func=_cmd_ablate)
+
+    bs = sub.add_parser("bn-study", help="BN artifacts: population vs per-image batch statistics vs the switch")
+    bs.add_argument("noswitch", help="run folder of a BN model trained without the switch")
+    bs.add_argument("switched", help="run folder of the same model trained with the switch")
+    bs.add_argument("--data", nargs="+", required=True, help="test set folders")
+    bs.add_argument("--out", required=True)
+    bs.set_defaults(func=_cmd_bn_study)
 
     ev = sub.add_parser("eval", help="PSNR/SSIM (Y channel, BasicSR/MATLAB protocol) of a model on test sets")
     ev.add_argument("--model", required=True, help="'bicubic', a training checkpoint or a deploy file")

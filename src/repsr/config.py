@@ -161,6 +161,8 @@ _NAMES = {int: "integer", float: "number", bool: "true/false", str: "string"}
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, key)
     if origin in (typing.Union, types.UnionType):
@@ -172,6 +174,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     elif origin is Literal:
         if value in typing.get_args(tp):
             return value
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): _convert(v, typing.get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
     elif origin is list:
         if isinstance(value, list):
             return [_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
@@ -196,7 +201,8 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating sections as needed."""
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
@@ -239,7 +245,7 @@ def load_config(source: str | dict, overrides: list[str] | None = None, check_pa
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise RepsrError(f"--opt {item}: expected key.sub=value")
-        _set_dotted(data, key.strip(), yaml.safe_load(text))
+        set_dotted(data, key.strip(), yaml.safe_load(text))
     config = _from_dict(Config, data)
     validate(config, check_paths)
     return config

@@ -208,6 +208,7 @@ class Trainer:
                                           weight_decay=opt.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(config, it))
         self.iteration = 0
+        self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
         self.frozen_affine: list[tuple[Tensor, Tensor]] = []
@@ -261,6 +262,8 @@ class Trainer:
         if torch.cuda.is_available() and payload["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
         self.iteration = payload["iteration"]
+        self.train_seconds = payload.get("train_seconds", 0.0)
+        self.train_iterations = payload.get("train_iterations", 0)
         self.history, self.best = payload.get("history", []), payload.get("best", {})
         self.frozen_affine = [(p, t.to(self.device)) for p, t in
                               zip(self._bn_affine_params(), payload.get("frozen_affine", []), strict=False)]
@@ -276,6 +279,7 @@ class Trainer:
             self.ckpt_dir / name, self.model, self.ema.module if self.ema else None,
             iteration=self.iteration, optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             rng=rng, config=self.config.to_dict(), history=self.history, best=self.best,
+            train_seconds=self.train_seconds, train_iterations=self.train_iterations,
             frozen_affine=[t.detach().cpu() for _, t in self.frozen_affine])
         if tag is None:
             for old in self.checkpoints()[: -self.config.checkpoint.keep]:
@@ -395,6 +399,7 @@ class Trainer:
         while self.iteration < total:
             if switch_at is not None and self.iteration >= switch_at and get_bn_phase(self.model) == "batch":
                 self.switch_bn()
+            step_start = time.perf_counter()
             batch = next(batches)
             out = self.net(batch["lr"])
             loss = loss_fn(out, batch["hr"])
@@ -415,7 +420,9 @@ class Trainer:
                 self.ema.update(self.model)
             self.iteration += 1
             bar.update(1)
-            window_loss += loss.item()
+            window_loss += loss.item()  # .item() waits for the device, so the step time below is real
+            self.train_seconds += time.perf_counter() - step_start
+            self.train_iterations += 1
             window_count += 1
             if self.iteration % c.logger.print_every == 0 or self.iteration == total:
                 elapsed = time.perf_counter() - window_start
