@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from conftest import randomize_bn
 
-from repsr.blocks import BLOCKS, PlainBlock, RepSRBlock, build_block
+from repsr.blocks import BLOCKS, PlainBlock, RepSRBlock, branch_forward, build_block
 
 VARIANTS = [
     {},
@@ -25,7 +25,7 @@ def _merged_output(block, x):
 def test_repsr_block_merges_exactly_fp64(options, size):
     block = randomize_bn(RepSRBlock(8, **options), seed=1).double().eval()
     x = torch.randn(3, 8, *size, dtype=torch.float64)
-    expected = block(x)
+    expected = block.forward_branches(x)
     assert (_merged_output(block, x) - expected).abs().max() <= 1e-10
     block.reparameterize()
     assert block.deployed and list(dict(block.named_children())) == ["reparam_conv"]
@@ -35,7 +35,7 @@ def test_repsr_block_merges_exactly_fp64(options, size):
 def test_repsr_block_merge_fp32_relative_error():
     block = randomize_bn(RepSRBlock(16), seed=2).eval()
     x = torch.randn(2, 16, 17, 23)
-    expected = block(x)
+    expected = block.forward_branches(x)
     block.switch_to_deploy()  # the RepVGG/timm alias
     rel = (block(x) - expected).abs().max() / expected.abs().max()
     assert rel <= 1e-5
@@ -47,7 +47,7 @@ def test_merge_uses_bn_eps_from_the_module():
         path.bn.eps = 0.5
         path.bn.running_var.fill_(0.01)  # eps dominates: a hard-coded eps would be far off
     x = torch.randn(1, 4, 9, 9, dtype=torch.float64)
-    assert (_merged_output(block, x) - block(x)).abs().max() <= 1e-10
+    assert (_merged_output(block, x) - block.forward_branches(x)).abs().max() <= 1e-10
 
 
 def test_default_structure_is_identity_plus_two_expand_squeeze_paths():
@@ -83,7 +83,7 @@ def test_equivalent_kernel_is_differentiable(options):
 def test_plain_block_is_one_conv():
     block = PlainBlock(4).double()
     x = torch.randn(1, 4, 6, 7, dtype=torch.float64)
-    expected = block(x)
+    expected = block.forward_branches(x)
     block.reparameterize()
     assert torch.allclose(block(x), expected, atol=1e-12)
 
@@ -107,7 +107,7 @@ def test_every_block_merges_exactly_including_borders(name, size):
             p.add_(torch.randn_like(p) * 0.3)
     x = torch.randn(2, 6, *size, dtype=torch.float64)
     block.eval()
-    expected = block(x)
+    expected = block.forward_branches(x)
     assert (_merged_output(block, x) - expected).abs().max() <= 1e-10
     block.reparameterize()
     assert (block(x) - expected).abs().max() <= 1e-10
@@ -130,3 +130,30 @@ def test_block_variant_names():
     assert not build_block("repsr_noidentity", 4).identity
     assert build_block("repsr_x4", 4).paths[0].expand.out_channels == 16
     assert build_block("repsr_x1", 4).paths[0].expand.out_channels == 4
+
+
+@pytest.mark.parametrize("name", ["repsr", "dbb", "ecb", "repsr_nobn"])
+def test_online_merge_gives_the_same_loss_and_gradients(name):
+    """Once linear (population BN), a block trains through its merged kernel: same loss, same gradients."""
+    from repsr import RepSRNet, set_bn_phase
+
+    model = randomize_bn(RepSRNet(2, 8, 2, block=name), seed=13).double()
+    set_bn_phase(model, "population").train()
+    x, target = torch.rand(2, 3, 11, 13, dtype=torch.float64), torch.rand(2, 3, 22, 26, dtype=torch.float64)
+
+    def loss_and_grads(expanded: bool):
+        model.zero_grad()
+        if expanded:
+            with branch_forward(model):
+                loss = F.l1_loss(model(x), target)
+        else:
+            loss = F.l1_loss(model(x), target)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_loss, ref_grads = loss_and_grads(True)
+    loss, grads = loss_and_grads(False)
+    assert abs(loss - ref_loss) <= 1e-10 * ref_loss
+    assert grads.keys() == ref_grads.keys()
+    for n in grads:  # float64: far inside the 1e-5 relative the float32 training path needs
+        assert (grads[n] - ref_grads[n]).abs().max() <= 1e-8 * ref_grads[n].abs().max() + 1e-15, n

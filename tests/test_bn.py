@@ -3,6 +3,7 @@ import torch
 from conftest import randomize_bn
 
 from repsr import RepSRNet, get_bn_phase, recompute_population_stats, set_bn_phase
+from repsr.blocks import branch_forward
 from repsr.bn import SwitchableBatchNorm2d
 
 
@@ -11,7 +12,7 @@ def test_population_phase_makes_samples_independent_of_the_batch():
     x = torch.rand(4, 3, 12, 12)
     other = torch.rand(4, 3, 12, 12)
     mixed = torch.cat([x[:1], other[1:]])
-    with torch.no_grad():
+    with torch.no_grad(), branch_forward(model):
         assert not torch.allclose(model(x)[0], model(mixed)[0])  # batch phase: depends on the batch
         set_bn_phase(model, "population")
         model.train()  # the phase must survive train()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from conftest import randomize_bn
 
 from repsr import CompactSRNet, RepSRNet, reparameterize_model, set_bn_phase
+from repsr.blocks import branch_forward
 
 
 def compact_keys(num_conv: int) -> set[str]:
@@ -24,7 +25,7 @@ def test_merged_network_equals_training_network_fp64(scale, channels):
     deploy = reparameterize_model(model)
     x = torch.rand(2, channels, 17, 23, dtype=torch.float64)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), branch_forward(model):
         assert (deploy(x) - model(x)).abs().max() <= 1e-10
     assert isinstance(deploy, CompactSRNet)
     assert set(deploy.state_dict()) == compact_keys(3)
@@ -35,7 +36,7 @@ def test_merged_network_fp32_relative_error():
     model = randomize_bn(RepSRNet(4, 16, 4), seed=7)
     deploy = reparameterize_model(model)
     x = torch.rand(1, 3, 17, 23)
-    with torch.no_grad():
+    with torch.no_grad(), branch_forward(model):
         ref = model.eval()(x)
         assert ((deploy(x) - ref).abs().max() / ref.abs().max()) <= 1e-5
 
@@ -73,7 +74,7 @@ def test_population_phase_model_merges_too():
     model = randomize_bn(RepSRNet(2, 8, 2), seed=3).double()
     set_bn_phase(model, "population").train()
     x = torch.rand(2, 3, 9, 11, dtype=torch.float64)
-    with torch.no_grad():
+    with torch.no_grad(), branch_forward(model):
         train_out = model(x)  # population phase in train(): the function that gets deployed
     assert (reparameterize_model(model)(x) - train_out).abs().max() <= 1e-10
 

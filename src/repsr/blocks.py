@@ -14,8 +14,9 @@ to :data:`BLOCKS`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
@@ -52,14 +53,24 @@ class ReparamBlock(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.reparam_conv: nn.Conv2d | None = None
+        self.online_merge = True  # run one conv with the merged kernel whenever the block is linear
 
     @property
     def deployed(self) -> bool:
         return self.reparam_conv is not None
 
+    def is_linear(self) -> bool:
+        """True when the block is one affine map: in eval mode, or every BN uses population statistics."""
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return not self.training or all(getattr(bn, "phase", "batch") == "population" for bn in bns)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.reparam_conv is not None:
             return self.reparam_conv(x)
+        if self.online_merge and self.is_linear():
+            # OREPA/SESR-style: the same function, one conv; gradients reach the branch parameters
+            kernel, bias = self.get_equivalent_kernel_bias()
+            return F.conv2d(x, kernel, bias, padding=1)
         return self.forward_branches(x)
 
     def forward_branches(self, x: Tensor) -> Tensor:
@@ -338,6 +349,20 @@ class ECBlock(ReparamBlock):
 
     def get_equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
         return impulse_kernel_bias(self, self.in_channels, self.conv3x3.weight)
+
+
+@contextlib.contextmanager
+def branch_forward(model: nn.Module) -> Iterator[nn.Module]:
+    """Run every block through its branches even when it is linear (the reference for merge checks)."""
+    blocks = [m for m in model.modules() if isinstance(m, ReparamBlock)]
+    saved = [b.online_merge for b in blocks]
+    for b in blocks:
+        b.online_merge = False
+    try:
+        yield model
+    finally:
+        for b, value in zip(blocks, saved, strict=True):
+            b.online_merge = value
 
 
 BLOCKS: dict[str, Callable[..., ReparamBlock]] = {

@@ -42,8 +42,11 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path 
         sr = super_resolve(model, lr, scale)
         if save_dir is not None:
             write_image(save_dir / f"{pair.name}.png", sr)
-        per_image.append({"name": pair.name, "psnr": psnr(sr, hr, scale, round_y=round_y),
-                          "ssim": ssim(sr, hr, scale, round_y=round_y)})
+        try:
+            per_image.append({"name": pair.name, "psnr": psnr(sr, hr, scale, round_y=round_y),
+                              "ssim": ssim(sr, hr, scale, round_y=round_y)})
+        except ValueError as e:
+            raise RepsrError(f"{dataset.hr_files[i]}: {e}") from None
     return {
         "dataset": dataset.name,
         "scale": scale,

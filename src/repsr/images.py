@@ -1,21 +1,57 @@
-"""Reading and writing images: OpenCV (keeps 16-bit, alpha and grayscale), RGB order, atomic writes."""
+"""Reading and writing images: OpenCV decodes (it keeps 16-bit, alpha and grayscale), Pillow reads the
+header first (size limit, EXIF orientation, mode), RGB order, atomic writes."""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import RepsrError
 from .fileio import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_MAX_PIXELS = 1 << 28  # 268 M pixels (16k x 16k); REPSR_MAX_PIXELS overrides
+Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked before decoding
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image as uint8/uint16: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)."""
+def max_pixels() -> int:
+    try:
+        return int(os.environ.get("REPSR_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    except ValueError:
+        raise RepsrError(f"REPSR_MAX_PIXELS must be an integer, got {os.environ['REPSR_MAX_PIXELS']!r}") from None
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) so the image is upright."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
+
+
+def _exif_orientation(probe: Image.Image) -> int:
+    # PNG keeps EXIF in a chunk that getexif() may only find by decoding the pixels: read it from info
+    exif = Image.Exif()
+    if probe.format == "PNG":
+        if probe.info.get("exif"):
+            exif.load(probe.info["exif"])
+    else:
+        exif = probe.getexif()
+    return int(exif.get(0x0112, 1))
+
+
+def read_image(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+    """Decode an image as uint8/uint16: HxW (gray), HxWx2 (gray+alpha), HxWx3 (RGB) or HxWx4 (RGBA).
+
+    EXIF orientation is applied. Images over ``limit`` pixels (default :func:`max_pixels`) are
+    refused before decoding, so a tiny file cannot claim gigabytes of memory.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()  # bytes + imdecode: works for any path, non-ASCII included
@@ -25,9 +61,22 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise RepsrError(f"{path}: cannot read ({e.strerror or e})") from None
     if not data:
         raise RepsrError(f"{path}: empty file")
+    unreadable = f"{path}: not a readable image (corrupt, truncated or unsupported format)"
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as probe:  # header only, no pixels
+            warnings.simplefilter("ignore")
+            width, height = probe.size
+            mode = probe.mode
+            limit = max_pixels() if limit is None else limit
+            if width * height > limit:
+                raise RepsrError(f"{path}: {width}x{height} is over the limit of {limit:,} pixels "
+                                 "(set REPSR_MAX_PIXELS to allow larger images)")
+            orientation = _exif_orientation(probe)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise RepsrError(unreadable) from None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
-        raise RepsrError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+        raise RepsrError(unreadable)
     if img.dtype not in (np.uint8, np.uint16):
         raise RepsrError(f"{path}: unsupported sample type {img.dtype} (expected 8 or 16 bit)")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -38,14 +87,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     elif img.ndim != 2:
         raise RepsrError(f"{path}: unsupported channel layout {img.shape}")
-    return img
+    if mode in ("LA", "La") and img.ndim == 3 and img.shape[2] == 4:
+        img = np.ascontiguousarray(img[:, :, [0, 3]])  # gray + alpha stays gray + alpha
+    return _orient(img, orientation)
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
-    """Gray -> RGB by repetition; RGBA -> RGB by dropping alpha; RGB unchanged."""
-    if img.ndim == 2:
-        return np.repeat(img[:, :, None], 3, axis=2)
-    return img[:, :, :3]
+    """Gray -> RGB by repetition; alpha dropped; RGB unchanged."""
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        img = img[:, :, :-1]
+    if img.ndim == 2 or img.shape[2] == 1:
+        return np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+    return img
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
@@ -53,17 +106,30 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise RepsrError(f"{path}: unsupported output format {path.suffix!r}")
-    bgr = img
-    if img.ndim == 3 and img.shape[2] == 3:
-        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        bgr = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
-    ok, encoded = cv2.imencode(path.suffix.lower(), bgr)
-    if not ok:
-        raise RepsrError(f"{path}: could not encode the image")
+    suffix = path.suffix.lower()
+    if img.ndim == 3 and img.shape[2] == 2 and img.dtype == np.uint8 and suffix in (".png", ".webp", ".tif", ".tiff"):
+        encoded = _pillow_encode(img, suffix)  # OpenCV cannot write gray + alpha
+    else:
+        bgr = img
+        if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha where only BGRA can be written
+            bgr = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGRA)
+            bgr[:, :, 3] = img[:, :, 1]
+        elif img.ndim == 3 and img.shape[2] == 3:
+            bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        elif img.ndim == 3 and img.shape[2] == 4:
+            bgr = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+        ok, encoded = cv2.imencode(suffix, bgr)
+        if not ok:
+            raise RepsrError(f"{path}: could not encode the image")
     try:
         with atomic_write(path) as tmp:
-            tmp.write_bytes(encoded.tobytes())
+            tmp.write_bytes(bytes(encoded))
     except OSError as e:
         raise RepsrError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
+
+
+def _pillow_encode(img: np.ndarray, suffix: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(img, "LA").save(buffer, {".png": "PNG", ".webp": "WEBP"}.get(suffix, "TIFF"))
+    return buffer.getvalue()

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from .blocks import branch_forward
 from .networks import RepSRNet
 
 
@@ -43,11 +44,12 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def max_merge_error(model: nn.Module, merged: nn.Module, x: Tensor) -> tuple[float, float]:
-    """Max absolute and max relative difference between ``model`` in eval mode and ``merged`` on ``x``."""
+    """Max absolute and relative difference between ``model`` (eval mode, through its branches) and ``merged``."""
     was_training = model.training
     model.eval()
     try:
-        reference = model(x)
+        with branch_forward(model):
+            reference = model(x)
     finally:
         model.train(was_training)
     out = merged.eval()(x)
