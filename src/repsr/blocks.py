@@ -167,10 +167,49 @@ class RepSRBlock(ReparamBlock):
         )
 
     def forward_branches(self, x: Tensor) -> Tensor:
+        if self.fuse_paths and len(self.paths) > 1 and self._fusable():
+            return self._forward_fused(x)
         out = x if self.identity else 0
         for path in self.paths:
             out = out + path(x)
         return out
+
+    fuse_paths = True  # run the paths as one wider conv + one BN + one 1x1 (same function, fewer kernels)
+
+    def _fusable(self) -> bool:
+        bns = [p.bn for p in self.paths]
+        if bns[0] is None:
+            return True
+        # observed BNs (hooks, e.g. recompute_population_stats) and synced BNs run as modules
+        return (all(bn.momentum is not None and not bn.sync and not bn._forward_pre_hooks and not bn._forward_hooks
+                    for bn in bns)
+                and len({(bn.eps, bn.momentum, bn.phase, bn.affine, bn.num_features) for bn in bns}) == 1)
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        """Concatenating the expand convs along outputs, the BNs along channels and the squeeze convs
+        along inputs gives exactly the sum of the paths; running statistics go back to each path's BN."""
+        paths = self.paths
+        z = F.conv2d(x, torch.cat([p.expand.weight for p in paths]), torch.cat([p.expand.bias for p in paths]),
+                     padding=1)
+        bns = [p.bn for p in paths]
+        if bns[0] is not None:
+            bn = bns[0]
+            update = self.training and bn.phase == "batch"
+            mean = torch.cat([b.running_mean for b in bns])
+            var = torch.cat([b.running_var for b in bns])
+            weight = torch.cat([b.weight for b in bns]) if bn.affine else None
+            bias = torch.cat([b.bias for b in bns]) if bn.affine else None
+            z = F.batch_norm(z, mean, var, weight, bias, update, bn.momentum, bn.eps)
+            if update:
+                with torch.no_grad():
+                    n = bn.num_features
+                    for b, m, v in zip(bns, mean.split(n), var.split(n), strict=True):
+                        b.running_mean.copy_(m)
+                        b.running_var.copy_(v)
+                        b.num_batches_tracked.add_(1)
+        squeeze = torch.cat([p.squeeze.weight for p in paths], dim=1)
+        out = F.conv2d(z, squeeze, sum(p.squeeze.bias for p in paths))
+        return out + x if self.identity else out
 
     def get_equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
         kernels, biases = zip(*(path.get_equivalent_kernel_bias() for path in self.paths), strict=True)
