@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test bench clean
 
 $(VENV)/.runtime: pyproject.toml scripts/setup_env.sh
 	REPSR_VENV=$(VENV) scripts/setup_env.sh
@@ -21,8 +21,10 @@ test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest
 
-bench: $(VENV)/.runtime
-	$(PY) benchmarks/deploy_speedup.py
+# every benchmark; each writes its section of benchmarks/RESULTS.md and a JSON file in benchmarks/results/
+bench: $(VENV)/.test
+	for b in deploy_speedup train_step train_throughput resize_metrics upscale_memory; do \
+		$(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .blocks import branch_forward
 from .bn import recompute_population_stats, set_bn_phase
 from .checkpoint import save_checkpoint
 from .data import HRFolder, TrainPatches
 from .errors import RepsrError
 from .export import load_deploy, save_deploy
 from .images import write_image
+from .inference import prepare
 from .networks import RepSRNet
 from .reparam import max_merge_error, reparameterize_model
 from .speed import time_forward
@@ -100,8 +102,9 @@ def run_demo(out: Path, scale: int = 4, num_feat: int = 16, num_block: int = 4, 
           f"reload identical: {same}; checkpoint {checkpoint}")
 
     frame = torch.rand(1, 3, 180, 320)
-    t_train = time_forward(model, frame, repeat=5)
-    t_deploy = time_forward(deploy.to(memory_format=torch.channels_last), frame.to(memory_format=torch.channels_last),
+    with branch_forward(model):  # the multi-branch network as trained, not its online-merged form
+        t_train = time_forward(model, frame, repeat=5)
+    t_deploy = time_forward(prepare(deploy, torch.device("cpu")), frame.to(memory_format=torch.channels_last),
                             repeat=5)
     print(f"speed, 180x320 -> {180 * scale}x{320 * scale} on CPU: training net {t_train * 1e3:.1f} ms, "
           f"merged net {t_deploy * 1e3:.1f} ms, speed-up {t_train / t_deploy:.2f}x")

@@ -55,6 +55,8 @@ def prepare(model: nn.Module, device: torch.device, precision: str = "fp32") -> 
     if precision not in PRECISIONS:
         raise RepsrError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     prepared = copy.deepcopy(model).to(device=device, dtype=PRECISIONS[precision]).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # tiles repeat the same shapes: autotuning pays off
     return prepared.to(memory_format=torch.channels_last)
 
 
