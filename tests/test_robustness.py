@@ -97,3 +97,12 @@ def test_merge_is_exact_for_random_blocks_and_statistics(name, channels, seed, h
         expected = block(x)
         block.reparameterize()
         assert (block(x) - expected).abs().max() <= 1e-9 * max(1.0, expected.abs().max().item())
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = save_deploy(reparameterize_model(RepSRNet(2, 4, 1)), tmp_path / "m.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
