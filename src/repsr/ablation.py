@@ -110,6 +110,7 @@ def run_variant(spec: AblationSpec, variant: Variant, out: Path, base_dir: Path)
     result = {
         "name": variant.name, "label": variant.label or variant.name, "block": config.network.block,
         "bn_switch": config.switch_iteration(), "iterations": config.train.total_iter,
+        "has_bn": any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()),
         "train_params": sum(p.numel() for p in model.parameters()),
         "train_flops_per_px": _per_pixel_flops(model, channels),
         "deploy_params": sum(p.numel() for p in deploy.parameters()),
@@ -129,7 +130,8 @@ def ablation_table(results: list[dict[str, Any]], test_sets: list[str]) -> str:
             + " | ".join(f"{s} PSNR/SSIM" for s in test_sets) + " | train it/s |")
     lines = [head, "|" + "---|" * (8 + len(test_sets))]
     for r in results:
-        cells = [r["label"], r["block"], str(r["bn_switch"]) if r["bn_switch"] is not None else "never",
+        switch = "never" if r["bn_switch"] is None else str(r["bn_switch"])
+        cells = [r["label"], r["block"], switch if r.get("has_bn", True) else "no BN",
                  f"{r['train_params']:,}", f"{r['train_flops_per_px'] / 1e3:.1f}", f"{r['deploy_params']:,}",
                  f"{r['deploy_flops_per_px'] / 1e3:.1f}"]
         cells += [f"{r['test'][s]['psnr']:.2f} / {r['test'][s]['ssim']:.4f}" for s in test_sets]

@@ -376,13 +376,15 @@ class Trainer:
                                       dataformats="HW" if sr.ndim == 2 else "HWC")
         self.history.append(entry)
         summary = ", ".join(f"{k} {v['psnr']:.2f}/{v['ssim']:.4f}" for k, v in entry.items() if isinstance(v, dict))
-        self.log(f"validation at {self.iteration} ({entry['bn_phase']} BN): {summary}")
+        self.log(f"validation at {self.iteration} ({entry['bn_phase'] or 'no'} BN): {summary}")
         return entry
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         c = self.config
         total, switch_at = c.train.total_iter, c.switch_iteration()
+        if get_bn_phase(self.model) is None:
+            switch_at = None  # no BN, nothing to switch (and no EMA restart)
         keys = BatchKeys(len(self.patches), c.data.train.batch_size, c.seed, self.iteration,
                          self.dist.rank, self.dist.world)
         batches = _batches(self.patches, keys, c, self.device, self.on_device)
@@ -429,7 +431,7 @@ class Trainer:
                 rate = window_count / elapsed
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.log(f"iter {self.iteration}/{total} loss {window_loss / window_count:.5f} lr {lr:.2e} "
-                         f"{rate:.2f} it/s BN {get_bn_phase(self.model)}")
+                         f"{rate:.2f} it/s BN {get_bn_phase(self.model) or '-'}")
                 self.scalar("train/loss", window_loss / window_count)
                 self.scalar("train/lr", lr)
                 self.scalar("train/it_per_s", rate)
