@@ -207,3 +207,10 @@ def test_sync_bn_equals_global_batch_bn(tmp_path):
     for r in (0, 1):
         errors = [float(v) for v in (tmp_path / f"syncbn_rank{r}.txt").read_text().split()]
         assert max(errors) < 1e-5, errors
+
+
+def test_models_without_bn_have_no_switch(images, tmp_path):
+    trainer = Trainer(load_config(tiny(images, **{"network.block": "plain", "train.total_iter": 8})), tmp_path)
+    trainer.run()
+    log = (tmp_path / "train.log").read_text()
+    assert "population statistics re-estimated" not in log and "BN switch at None" in log

@@ -23,6 +23,7 @@ import torch
 import yaml
 from torch import nn
 
+from .blocks import branch_forward
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .config import Config, _from_dict, load_config, read_config_dict, set_dotted
 from .data import SRDataset, default_cache_dir, open_dataset
@@ -88,7 +89,9 @@ def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path) -> Conf
 
 
 def _per_pixel_flops(model: nn.Module, channels: int) -> float:
-    return conv_flops(model, torch.rand(1, channels, 32, 32)) / (32 * 32)
+    """Conv FLOPs per LR pixel of the network as trained (every branch, not the online-merged conv)."""
+    with branch_forward(model):
+        return conv_flops(model, torch.rand(1, channels, 32, 32)) / (32 * 32)
 
 
 def run_variant(spec: AblationSpec, variant: Variant, out: Path, base_dir: Path) -> dict[str, Any]:

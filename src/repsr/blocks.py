@@ -392,16 +392,25 @@ class ECBlock(ReparamBlock):
 
 @contextlib.contextmanager
 def branch_forward(model: nn.Module) -> Iterator[nn.Module]:
-    """Run every block through its branches even when it is linear (the reference for merge checks)."""
+    """Run every block through its branches, each as its own module: no online merge, no path fusion.
+
+    The reference for merge checks, and what FLOP counters and "training network" timings should see.
+    """
     blocks = [m for m in model.modules() if isinstance(m, ReparamBlock)]
-    saved = [b.online_merge for b in blocks]
+    saved = [(b.online_merge, b.__dict__.get("fuse_paths")) for b in blocks]
     for b in blocks:
         b.online_merge = False
+        if hasattr(b, "fuse_paths"):
+            b.fuse_paths = False
     try:
         yield model
     finally:
-        for b, value in zip(blocks, saved, strict=True):
-            b.online_merge = value
+        for b, (online, fuse) in zip(blocks, saved, strict=True):
+            b.online_merge = online
+            if fuse is None:
+                b.__dict__.pop("fuse_paths", None)
+            else:
+                b.fuse_paths = fuse
 
 
 BLOCKS: dict[str, Callable[..., ReparamBlock]] = {
