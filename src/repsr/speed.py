@@ -36,10 +36,12 @@ def conv_flops(model: nn.Module, x: Tensor) -> int:
         total += 2 * k * output.numel()
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
     try:
         with torch.inference_mode():
             model.eval()(x)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return total

@@ -356,8 +356,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"iteration": self.iteration, "bn_phase": get_bn_phase(self.model)}
-        for which in ("raw", "ema") if self.ema else ("raw",):
-            model = self.eval_model(which)
+        models = {which: self.eval_model(which) for which in (("raw", "ema") if self.ema else ("raw",))}
+        for which, model in models.items():
             was_training = model.training
             model.eval()
             for ds in self.val_sets:
@@ -368,12 +368,15 @@ class Trainer:
                 self.best[f"{which}/{ds.name}"] = max(self.best.get(f"{which}/{ds.name}", -1.0), r["psnr"])
             model.train(was_training)
         if self.writer is not None and self.val_sets:
-            model = self.eval_model("ema" if self.ema else "raw").eval()
+            model = models["ema" if self.ema else "raw"]
+            was_training = model.training
+            model.eval()
             ds = self.val_sets[0]
             for i in range(min(self.config.data.val.save_images, len(ds))):
                 sr = super_resolve(model, ds[i].lr, ds.scale)
                 self.writer.add_image(f"val/{ds[i].name}", sr, self.iteration,
                                       dataformats="HW" if sr.ndim == 2 else "HWC")
+            model.train(was_training)
         self.history.append(entry)
         summary = ", ".join(f"{k} {v['psnr']:.2f}/{v['ssim']:.4f}" for k, v in entry.items() if isinstance(v, dict))
         self.log(f"validation at {self.iteration} ({entry['bn_phase'] or 'no'} BN): {summary}")
