@@ -305,6 +305,18 @@ class ACBlock(ReparamBlock):
         return sum(k for k, _ in parts), sum(b for _, b in parts)
 
 
+def pad_with_values(x: Tensor, values: Tensor) -> Tensor:
+    """Pad by one pixel filled with a per-channel value (a 1x1 layer's bias, or BN's image of 0).
+
+    A following unpadded 3x3 then equals one 3x3 conv with zero padding of the block input, at the
+    borders too: what makes 1x1 -> 3x3 sequences (DBB, ECB) merge exactly.
+    """
+    out = F.pad(x, (1, 1, 1, 1))
+    border = torch.ones_like(out)
+    border[:, :, 1:-1, 1:-1] = 0
+    return out + border * values[None, :, None, None]
+
+
 class BNAndPad(SwitchableBatchNorm2d):
     """BN, then a 1-pixel border filled with what BN makes of a zero input (DBB's BNAndPadLayer).
 
@@ -313,12 +325,7 @@ class BNAndPad(SwitchableBatchNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        _, shift = bn_scale_shift(self)
-        out = F.pad(out, (1, 1, 1, 1))
-        border = torch.ones_like(out)
-        border[:, :, 1:-1, 1:-1] = 0
-        return out + border * shift[None, :, None, None]
+        return pad_with_values(super().forward(x), bn_scale_shift(self)[1])
 
 
 class DBBlock(ReparamBlock):
@@ -371,18 +378,11 @@ class ECBlock(ReparamBlock):
         for name, mask in self.MASKS.items():
             self.register_buffer(f"mask_{name}", torch.tensor(mask).expand(c_out, 1, 3, 3).clone())
 
-    @staticmethod
-    def _pad_with_bias(x: Tensor, bias: Tensor) -> Tensor:
-        out = F.pad(x, (1, 1, 1, 1))
-        border = torch.ones_like(out)
-        border[:, :, 1:-1, 1:-1] = 0
-        return out + border * bias[None, :, None, None]
-
     def forward_branches(self, x: Tensor) -> Tensor:
-        out = self.conv3x3(x) + self.squeeze(self._pad_with_bias(self.expand(x), self.expand.bias))
+        out = self.conv3x3(x) + self.squeeze(pad_with_values(self.expand(x), self.expand.bias))
         for name, conv in self.edge_convs.items():
             kernel = getattr(self, f"mask_{name}") * self.edge_scales[name][:, None, None, None]
-            mid = self._pad_with_bias(conv(x), conv.bias)
+            mid = pad_with_values(conv(x), conv.bias)
             out = out + F.conv2d(mid, kernel, self.edge_biases[name], groups=self.out_channels)
         return out + x if self.identity else out
 
