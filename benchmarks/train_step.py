@@ -1,8 +1,8 @@
 """Cost of one training iteration (forward + backward + Adam step), measured side by side in one run:
 
-- batch-statistics phase: RepSR blocks with the two paths fused (one wide conv + BN + 1x1) vs the
-  straightforward two-path module;
-- population phase: online-merged kernel (one conv per block) vs running the branches;
+- batch-statistics phase: the straightforward two-path module vs the online merge (BN statistics
+  from the input's patch moments, then one conv per block; see repsr.patch_moments);
+- population phase: the branches vs the online-merged kernel (one conv per block);
 - the plain network of the deploy architecture, the floor.
 """
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from _results import record
 
 from repsr import RepSRNet, set_bn_phase
-from repsr.blocks import ReparamBlock, RepSRBlock
+from repsr.blocks import ReparamBlock
 
 
 def iteration_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeat: int) -> float:
@@ -37,10 +37,8 @@ def iteration_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     return statistics.median(times)
 
 
-def configure(model: RepSRNet, fuse: bool, online: bool) -> RepSRNet:
+def configure(model: RepSRNet, online: bool) -> RepSRNet:
     for m in model.modules():
-        if isinstance(m, RepSRBlock):
-            m.fuse_paths = fuse
         if isinstance(m, ReparamBlock):
             m.online_merge = online
     return model
@@ -58,11 +56,11 @@ def main() -> None:
         y = torch.rand(batch, 3, patch * scale, patch * scale, device=device)
         base = RepSRNet(scale, feat, blocks).to(device)
         cases = {
-            "batch phase, two-path module": (configure(base, False, True), "batch"),
-            "batch phase, fused paths": (configure(RepSRNet(scale, feat, blocks).to(device), True, True), "batch"),
-            "population phase, branches": (configure(RepSRNet(scale, feat, blocks).to(device), True, False),
-                                           "population"),
-            "population phase, online merge": (configure(RepSRNet(scale, feat, blocks).to(device), True, True),
+            "batch phase, two-path module": (configure(base, False), "batch"),
+            "batch phase, online merge (patch moments)": (configure(RepSRNet(scale, feat, blocks).to(device), True),
+                                                          "batch"),
+            "population phase, branches": (configure(RepSRNet(scale, feat, blocks).to(device), False), "population"),
+            "population phase, online merge": (configure(RepSRNet(scale, feat, blocks).to(device), True),
                                                "population"),
             "plain (deploy architecture)": (RepSRNet(scale, feat, blocks, block="plain").to(device), None),
         }
@@ -75,8 +73,9 @@ def main() -> None:
         plain = times["plain (deploy architecture)"]
         data[size] = times
         rows += [f"| {size} | {name} | {t * 1e3:.1f} | {t / plain:.2f}x |" for name, t in times.items()]
-        rows.append(f"| {size} | **fused / two-path speed-up** | | **"
-                    f"{times['batch phase, two-path module'] / times['batch phase, fused paths']:.2f}x** |")
+        rows.append(f"| {size} | **batch phase: online merge vs two-path module** | | **"
+                    f"{times['batch phase, two-path module'] / times['batch phase, online merge (patch moments)']:.2f}x"
+                    " faster** |")
     table = (f"One training iteration (forward, backward, Adam) on {device}, median of {args.repeat}.\n\n"
              "| network | variant | ms | vs plain |\n|---|---|---|---|\n" + "\n".join(rows))
     record("train_step", table, data)

@@ -1,3 +1,4 @@
+import contextlib
 import copy
 
 import pytest
@@ -6,6 +7,7 @@ import torch.nn.functional as F
 from conftest import randomize_bn
 
 from repsr.blocks import BLOCKS, PlainBlock, RepSRBlock, branch_forward, build_block
+from repsr.patch_moments import patch_moments
 
 VARIANTS = [
     {},
@@ -150,17 +152,83 @@ def test_online_merge_gives_the_same_loss_and_gradients(name):
         assert (grads[n] - ref_grads[n]).abs().max() <= 1e-8 * ref_grads[n].abs().max() + 1e-15, n
 
 
-def test_fused_paths_equal_separate_paths_in_training():
-    """The batch-phase fast path (one wide conv + one BN + one 1x1) is the two-path module exactly."""
-    fused = randomize_bn(RepSRBlock(8), seed=14).double().train()
-    separate = copy.deepcopy(fused)
-    separate.fuse_paths = False
-    x = torch.randn(4, 8, 9, 10, dtype=torch.float64)
-    out_f, out_s = fused(x), separate(x)
-    assert (out_f - out_s).abs().max() <= 1e-12
-    out_f.square().sum().backward()
-    out_s.square().sum().backward()
-    for (name, p), q in zip(fused.named_parameters(), separate.parameters(), strict=True):
+def _unfolded_moments(x):
+    patches = F.unfold(x, 3, padding=1).transpose(0, 1).flatten(1)  # (C*9, N*H*W), conv weight order
+    mean = patches.mean(1)
+    centred = patches - mean[:, None]
+    return mean, centred @ centred.T / patches.shape[1], patches.shape[1]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 1, 1), (3, 2, 1, 6), (2, 3, 5, 1), (1, 4, 2, 2), (2, 2, 3, 3)])
+def test_patch_moments_equal_unfolded_patches(shape):
+    torch.manual_seed(sum(shape))
+    x = torch.randn(*shape, dtype=torch.float64) + 0.5
+    mean, cov, count = patch_moments(x)
+    ref_mean, ref_cov, ref_count = _unfolded_moments(x)
+    assert count == ref_count
+    assert (mean - ref_mean).abs().max() <= 1e-12
+    assert (cov - ref_cov).abs().max() <= 1e-12
+
+
+def test_patch_moments_gradients_and_float32_accuracy():
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: patch_moments(t)[:2], (x,))
+    # an offset 50x the spread: plain E[pp^T] - m m^T in float32 would keep ~2 digits of the covariance
+    x = torch.randn(8, 4, 16, 16, dtype=torch.float64) + 50
+    ref_mean, ref_cov, _ = _unfolded_moments(x)
+    mean, cov, _ = patch_moments(x.float())
+    assert (mean.double() - ref_mean).abs().max() <= 1e-6 * ref_mean.abs().max()
+    assert (cov.double() - ref_cov).abs().max() <= 1e-5 * ref_cov.abs().max()
+
+
+@pytest.mark.parametrize("options", [{}, {"expand": 1}, {"expand": 4}, {"identity": False}, {"num_paths": 1},
+                                     {"num_paths": 3}], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_batch_phase_merge_equals_two_path_module(options):
+    """Batch phase, training: one conv whose kernel comes from the patch moments is the module with
+    mini-batch BN exactly: outputs, gradients of input and of every parameter, running statistics."""
+    merged = randomize_bn(RepSRBlock(6, **options), seed=14).double().train()
+    merged.batch_merge_min_channels = 1
+    separate = copy.deepcopy(merged)
+    x = torch.randn(4, 6, 9, 10, dtype=torch.float64) + 0.7
+    x_m, x_s = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    assert merged._batch_moments_apply(x)  # the merged path really runs
+    with branch_forward(separate):
+        out_s = separate(x_s)
+    out_m = merged(x_m)
+    assert (out_m - out_s).abs().max() <= 1e-10 * out_s.abs().max()
+    weights = torch.randn_like(out_s)
+    (out_m * weights).sum().backward()
+    (out_s * weights).sum().backward()
+    assert (x_m.grad - x_s.grad).abs().max() <= 1e-10 * x_s.grad.abs().max()
+    for (name, p), q in zip(merged.named_parameters(), separate.parameters(), strict=True):
+        # BN removes the expand bias: its gradient is zero either way (exactly here, so DDP sees it used)
         assert (p.grad - q.grad).abs().max() <= 1e-10 * max(1.0, q.grad.abs().max().item()), name
-    for a, b in zip(fused.buffers(), separate.buffers(), strict=True):  # running statistics updated alike
-        assert torch.allclose(a.double(), b.double(), atol=1e-12)
+    for a, b in zip(merged.buffers(), separate.buffers(), strict=True):  # running statistics updated alike
+        assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12)
+
+
+def test_batch_phase_merge_float32_relative_error():
+    """float32 training: loss and every gradient within 1e-5 relative of the float64 two-path module
+    (or within twice the float32 module's own error, where float32 itself is that far off)."""
+    from repsr import RepSRNet
+
+    net = randomize_bn(RepSRNet(2, 32, 3), seed=5).train()
+    x, target = torch.rand(4, 3, 24, 24), torch.rand(4, 3, 48, 48)
+    ref = copy.deepcopy(net).double()
+
+    def loss_and_grads(model, dtype, expanded):
+        model.zero_grad()
+        with contextlib.ExitStack() as stack:
+            if expanded:
+                stack.enter_context(branch_forward(model))
+            loss = F.l1_loss(model(x.to(dtype)), target.to(dtype))
+        loss.backward()
+        return loss.item(), [p.grad.double() for p in model.parameters()]
+
+    exact_loss, exact = loss_and_grads(ref, torch.float64, True)
+    _, module = loss_and_grads(copy.deepcopy(net), torch.float32, True)  # float32's own error, for scale
+    loss, grads = loss_and_grads(net, torch.float32, False)
+    assert abs(loss - exact_loss) <= 1e-5 * exact_loss
+    scale = max(e.norm() for e in exact)  # the expand biases' true gradient is 0: an absolute floor for them
+    for g, e, m in zip(grads, exact, module, strict=True):
+        assert (g - e).norm() <= max(1e-5 * e.norm(), 2 * (m - e).norm()) + 1e-7 * scale

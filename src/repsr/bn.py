@@ -50,33 +50,49 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d):
         return "population" if bool(self.population_phase) else "batch"
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not bool(self.population_phase):
+        if self.uses_batch_stats():
             if self.sync and _world_size() > 1:
                 return self._synced_batch_norm(x)
             return super().forward(x)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
+    def uses_batch_stats(self) -> bool:
+        """True when this forward normalizes with the mini-batch statistics (training, batch phase)."""
+        return self.training and not bool(self.population_phase)
+
     def _synced_batch_norm(self, x: Tensor) -> Tensor:
         """Batch statistics of the global batch (SyncBatchNorm semantics), differentiable across ranks."""
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
-        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() / c)])
-        total = all_reduce(local)
+        total = global_sums(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() / c)]))
         count = total[-1]
         mean = total[:c] / count
         var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(var.detach() * count / (count - 1).clamp_min(1), momentum)
+        self.update_running_stats(mean, var, count)
         scale = torch.rsqrt(var + self.eps)
         if self.affine:
             scale = scale * self.weight
         shift = -mean * scale + (self.bias if self.affine else 0)
         return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+    @torch.no_grad()
+    def update_running_stats(self, mean: Tensor, var: Tensor, count: float | Tensor) -> None:
+        """What ``F.batch_norm`` does to the running statistics, given a batch's mean and biased variance."""
+        if not self.track_running_stats:
+            return
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+        unbiased = var.detach() * (count / (count - 1) if count > 1 else 1.0)
+        self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+
+
+def global_sums(t: Tensor) -> Tensor:
+    """``t`` summed over all ranks when running distributed (differentiably), else ``t`` itself."""
+    if _world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
 
 
 def _world_size() -> int:
