@@ -182,7 +182,7 @@ def test_patch_moments_gradients_and_float32_accuracy():
 
 
 @pytest.mark.parametrize("options", [{}, {"expand": 1}, {"expand": 4}, {"identity": False}, {"num_paths": 1},
-                                     {"num_paths": 3}], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+                                     {"num_paths": 3}], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_batch_phase_merge_equals_two_path_module(options):
     """Batch phase, training: one conv whose kernel comes from the patch moments is the module with
     mini-batch BN exactly: outputs, gradients of input and of every parameter, running statistics."""
