@@ -2,15 +2,17 @@
 
 - the merged (deploy) network vs the multi-branch training network (eval mode), per size;
 - repsr's inference path vs spandrel's Compact model run eagerly in fp32 on the same weights and
-  input (what chaiNNer/ComfyUI users run today);
+  input (what chaiNNer/ComfyUI users run today), and vs onnxruntime on the exported ONNX graph;
 - achieved GFLOP/s against the machine's fp32 GEMM ceiling measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from math import nan
 from pathlib import Path
 
 import torch
@@ -25,17 +27,47 @@ from repsr.speed import conv_flops, time_forward
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 
-def gemm_ceiling(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
-    """fp32 matrix-multiply GFLOP/s: the practical ceiling for convolutions on this device."""
-    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeat):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeat / (time.perf_counter() - start) / 1e9
+GEMM_N = 2048
+
+
+def gemm_runner(device: torch.device):
+    """One fp32 2048^3 matrix product: its rate is the practical ceiling for convolutions here."""
+    a, b = torch.rand(GEMM_N, GEMM_N, device=device), torch.rand(GEMM_N, GEMM_N, device=device)
+    return lambda _x: a @ b
+
+
+def interleaved_seconds(runners: dict, inputs: dict, repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each runner, run round-robin so that every one sees the same machine state
+    (this CPU's speed drifts by tens of percent within minutes)."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.inference_mode():
+        for i in range(warmup + repeat):
+            for name, run in runners.items():
+                if inputs[name].is_cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                run(inputs[name])
+                if inputs[name].is_cuda:
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def onnxruntime_runner(deploy, tmp: Path):
+    """A callable running the exported ONNX graph in onnxruntime (CPU), or None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from repsr.export import export_onnx
+
+    path = export_onnx(deploy, tmp / "bench.onnx", dynamic=True)
+    options = onnxruntime.SessionOptions()
+    # no busy-waiting threads after a run: they would steal the cores from the next measurement
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x.cpu().numpy()})
 
 
 def spandrel_model(deploy, tmp: Path):
@@ -50,14 +82,13 @@ def spandrel_model(deploy, tmp: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="16x64,10x32,4x16", help="comma-separated MxC (blocks x channels)")
     parser.add_argument("--scales", default="4,2")
-    parser.add_argument("--outputs", default="720p", help="comma-separated output sizes: 720p, 1080p")
+    parser.add_argument("--outputs", default="720p,1080p", help="comma-separated output sizes: 720p, 1080p")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    ceiling = gemm_ceiling(device)
     rows, results = [], []
     tmp = Path(__file__).parent / "results"
     for size in args.sizes.split(","):
@@ -68,30 +99,42 @@ def main() -> None:
                 x = torch.rand(1, 3, out_h // scale, out_h * 16 // 9 // scale, device=device)
                 train = RepSRNet(scale, feat, blocks).to(device).eval()
                 deploy = reparameterize_model(train)
-                with branch_forward(train):
-                    t_train = time_forward(train, x, args.repeat)
-                fast = prepare(deploy, device)
-                t_deploy = time_forward(fast, x.contiguous(memory_format=torch.channels_last), args.repeat)
+                with branch_forward(train):  # seconds to a minute per run: one run after one warm-up
+                    t_train = time_forward(train, x, repeat=1, warmup=1)
+                runners = {"repsr": prepare(deploy, device), "gemm": gemm_runner(device)}
+                inputs = {"repsr": x.contiguous(memory_format=torch.channels_last), "gemm": x}
                 reference = spandrel_model(deploy.cpu(), tmp)
-                t_spandrel = float("nan")
                 if reference is not None:
-                    t_spandrel = time_forward(reference.to(device), x, args.repeat)
+                    runners["spandrel"], inputs["spandrel"] = reference.to(device), x
+                run_ort = onnxruntime_runner(deploy.cpu(), tmp) if device.type == "cpu" else None
+                if run_ort is not None:
+                    runners["onnxruntime"], inputs["onnxruntime"] = run_ort, x
+                t = interleaved_seconds(runners, inputs, args.repeat)
+                t_deploy, t_spandrel, t_ort = t["repsr"], t.get("spandrel", nan), t.get("onnxruntime", nan)
+                ceiling = 2 * GEMM_N**3 / t["gemm"] / 1e9
                 gflop = conv_flops(deploy, x) / 1e9
                 r = {"size": f"M{blocks}C{feat}", "scale": scale, "output": output, "input": list(x.shape[2:]),
-                     "train_s": t_train, "deploy_s": t_deploy, "spandrel_s": t_spandrel, "gflop": gflop,
+                     "train_s": t_train, "deploy_s": t_deploy, "spandrel_s": t_spandrel, "onnxruntime_s": t_ort,
+                     "gflop": gflop,
                      "gflops": gflop / t_deploy, "ceiling_gflops": ceiling}
                 results.append(r)
                 rows.append(f"| M{blocks}C{feat} x{scale} | {x.shape[2]}x{x.shape[3]} -> {output} | "
                             f"{t_train * 1e3:.0f} | {t_deploy * 1e3:.1f} | {t_spandrel * 1e3:.1f} | "
-                            f"**{t_train / t_deploy:.2f}x** | {t_spandrel / t_deploy:.2f}x | {1 / t_deploy:.1f} | "
-                            f"{gflop / t_deploy:.0f} ({gflop / t_deploy / ceiling:.0%}) |")
+                            f"**{t_train / t_deploy:.2f}x** | {t_spandrel / t_deploy:.2f}x | {t_ort * 1e3:.1f} | "
+                            f"{t_ort / t_deploy:.2f}x | {1 / t_deploy:.1f} | "
+                            f"{gflop / t_deploy:.0f} / {ceiling:.0f} ({gflop / t_deploy / ceiling:.0%}) |")
     (tmp / "bench.safetensors").unlink(missing_ok=True)
-    table = (f"Batch 1, fp32, median of {args.repeat}; device {device}; fp32 GEMM ceiling measured in this run: "
-             f"{ceiling:.0f} GFLOP/s. Training net: multi-branch, eval mode, branches run as such.\n\n"
+    (tmp / "bench.onnx").unlink(missing_ok=True)
+    table = (f"Batch 1, fp32, median of {args.repeat}; device {device}. The networks, spandrel, onnxruntime and "
+             f"an fp32 {GEMM_N}^3 matrix product (the ceiling) run round-robin, so each row's ratios come from "
+             "the same minutes. Training net: multi-branch, eval mode, branches run as such (one run). "
+             "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
+             "'ort vs repsr' above 1 means repsr is faster.\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "
-             "deploy vs training | repsr vs spandrel | images/s | deploy GFLOP/s (of ceiling) |\n"
-             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    record("deploy_speedup", table, {"ceiling_gflops": ceiling, "results": results})
+             "deploy vs training | repsr vs spandrel | onnxruntime ms | ort vs repsr | images/s | "
+             "deploy / GEMM GFLOP/s (fraction) |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    record("deploy_speedup", table, {"results": results})
 
 
 if __name__ == "__main__":

@@ -204,8 +204,9 @@ class Trainer:
         set_bn_sync(self.model, config.train.bn.sync)
         self.ema = ModelEMA(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
         opt = config.train.optimizer
+        # fused: one kernel over all parameters (RepSR blocks have many small ones)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr, betas=tuple(opt.betas),
-                                          weight_decay=opt.weight_decay)
+                                          weight_decay=opt.weight_decay, fused=self.device.type in ("cpu", "cuda"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(config, it))
         self.iteration = 0
         self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
