@@ -36,21 +36,23 @@ def gemm_runner(device: torch.device):
     return lambda _x: a @ b
 
 
-def interleaved_seconds(runners: dict, inputs: dict, repeat: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each runner, run round-robin so that every one sees the same machine state
-    (this CPU's speed drifts by tens of percent within minutes)."""
+def interleaved_seconds(runners: dict, inputs: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each runner. They take turns, two runs each with the second timed (the first
+    re-warms caches and the allocator after the others), so that all see the same machine state:
+    this CPU's speed drifts by tens of percent within minutes."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
-        for i in range(warmup + repeat):
+        for _ in range(rounds):
             for name, run in runners.items():
-                if inputs[name].is_cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                run(inputs[name])
-                if inputs[name].is_cuda:
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
+                for i in range(2):
+                    if inputs[name].is_cuda:
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    run(inputs[name])
+                    if inputs[name].is_cuda:
+                        torch.cuda.synchronize()
+                    if i == 1:
+                        times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -82,7 +84,7 @@ def spandrel_model(deploy, tmp: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="16x64,10x32,4x16", help="comma-separated MxC (blocks x channels)")
     parser.add_argument("--scales", default="4,2")
     parser.add_argument("--outputs", default="720p,1080p", help="comma-separated output sizes: 720p, 1080p")
@@ -109,7 +111,7 @@ def main() -> None:
                 run_ort = onnxruntime_runner(deploy.cpu(), tmp) if device.type == "cpu" else None
                 if run_ort is not None:
                     runners["onnxruntime"], inputs["onnxruntime"] = run_ort, x
-                t = interleaved_seconds(runners, inputs, args.repeat)
+                t = interleaved_seconds(runners, inputs, args.rounds)
                 t_deploy, t_spandrel, t_ort = t["repsr"], t.get("spandrel", nan), t.get("onnxruntime", nan)
                 ceiling = 2 * GEMM_N**3 / t["gemm"] / 1e9
                 gflop = conv_flops(deploy, x) / 1e9
@@ -125,9 +127,10 @@ def main() -> None:
                             f"{gflop / t_deploy:.0f} / {ceiling:.0f} ({gflop / t_deploy / ceiling:.0%}) |")
     (tmp / "bench.safetensors").unlink(missing_ok=True)
     (tmp / "bench.onnx").unlink(missing_ok=True)
-    table = (f"Batch 1, fp32, median of {args.repeat}; device {device}. The networks, spandrel, onnxruntime and "
-             f"an fp32 {GEMM_N}^3 matrix product (the ceiling) run round-robin, so each row's ratios come from "
-             "the same minutes. Training net: multi-branch, eval mode, branches run as such (one run). "
+    table = (f"Batch 1, fp32; device {device}. repsr, spandrel, onnxruntime and an fp32 {GEMM_N}^3 matrix product "
+             f"(the ceiling) take {args.rounds} turns of 2 runs each, the second timed; median. So each row's "
+             "ratios come from the same minutes. Training net: multi-branch, eval mode, branches run as such "
+             "(one run). "
              "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
              "'ort vs repsr' above 1 means repsr is faster.\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "

@@ -20,24 +20,26 @@ from repsr import RepSRNet, set_bn_phase
 from repsr.blocks import ReparamBlock, RepSRBlock
 
 
-def iteration_seconds(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, repeat: int,
-                      warmup: int = 3) -> dict[str, float]:
-    """Median seconds per training iteration of each model, run round-robin (one iteration each per
-    round) so that all see the same machine state: this CPU's speed drifts by tens of percent."""
+def iteration_seconds(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int,
+                      per_round: int = 3) -> dict[str, float]:
+    """Median seconds per training iteration of each model. The models take turns, ``per_round``
+    iterations each (the first untimed: it re-warms caches and the allocator after the others), so
+    that all see the same machine state: this CPU's speed drifts by tens of percent."""
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(warmup + repeat):
+    for r in range(rounds + 1):  # round 0 warms up
         for name, model in models.items():
             model.train()
-            start = time.perf_counter()
-            loss = F.l1_loss(model(x), y)
-            optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[name].step()
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+            for i in range(per_round):
+                start = time.perf_counter()
+                loss = F.l1_loss(model(x), y)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                if r > 0 and i > 0:
+                    times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -52,7 +54,7 @@ def configure(model: RepSRNet, online: bool) -> RepSRNet:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows, data = [], {}
@@ -74,15 +76,15 @@ def main() -> None:
         for model, phase in cases.values():
             if phase:
                 set_bn_phase(model, phase)
-        times = iteration_seconds({name: model for name, (model, _) in cases.items()}, x, y, args.repeat)
+        times = iteration_seconds({name: model for name, (model, _) in cases.items()}, x, y, args.rounds)
         plain = times["plain (deploy architecture)"]
         data[size] = times
         rows += [f"| {size} | {name} | {t * 1e3:.1f} | {1 / t:.2f} | {t / plain:.2f}x |" for name, t in times.items()]
         rows.append(f"| {size} | **batch phase: online merge vs two-path module** | | | **"
                     f"{times['batch phase, two-path module'] / times['batch phase, online merge (patch moments)']:.2f}x"
                     " faster** |")
-    table = (f"One training iteration (forward, backward, Adam) on {device}, median of {args.repeat}; the variants "
-             "of a network run round-robin, one iteration each per round; fused Adam as in `repsr train`.\n\n"
+    table = (f"One training iteration (forward, backward, Adam) on {device}: the variants of a network take "
+             f"{args.rounds} turns of 3 iterations each, the last 2 timed; median. Fused Adam as in `repsr train`.\n\n"
              "The batch-phase online merge is measured here at every width; by default RepSR blocks use it from "
              "32 channels up (`RepSRBlock.batch_merge_min_channels`) and run the two-path module below.\n\n"
              "| network | variant | ms | it/s | vs plain |\n|---|---|---|---|---|\n" + "\n".join(rows))

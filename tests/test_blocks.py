@@ -24,7 +24,11 @@ def _merged_output(block, x):
     return F.conv2d(x, kernel, bias, padding=1)
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def options_id(options: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=options_id)
 @pytest.mark.parametrize("size", [(17, 23), (1, 1), (5, 3)])
 def test_repsr_block_merges_exactly_fp64(options, size):
     block = randomize_bn(RepSRBlock(8, **options), seed=1).double().eval()
@@ -182,7 +186,7 @@ def test_patch_moments_gradients_and_float32_accuracy():
 
 
 @pytest.mark.parametrize("options", [{}, {"expand": 1}, {"expand": 4}, {"identity": False}, {"num_paths": 1},
-                                     {"num_paths": 3}], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+                                     {"num_paths": 3}], ids=options_id)
 def test_batch_phase_merge_equals_two_path_module(options):
     """Batch phase, training: one conv whose kernel comes from the patch moments is the module with
     mini-batch BN exactly: outputs, gradients of input and of every parameter, running statistics."""

@@ -76,8 +76,8 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike, model_spec: str
         raise RepsrError(f"{out_dir}: cannot create folder ({e.strerror or e})") from None
     if not os.access(out_dir, os.W_OK):
         raise RepsrError(f"{out_dir}: folder is not writable")
-    if tile is not None and tile < 1:
-        raise RepsrError(f"--tile must be >= 1, got {tile}")
+    if tile is not None and tile < 0:
+        raise RepsrError(f"--tile must be >= 0 (0: the whole image), got {tile}")
     model = load_model(model_spec)
     if scale is not None and scale != model.upscale:
         raise RepsrError(f"{model_spec}: model is x{model.upscale}, but --scale is {scale}")
