@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-gpu clean
 
 $(VENV)/.runtime: pyproject.toml scripts/setup_env.sh
 	REPSR_VENV=$(VENV) scripts/setup_env.sh
@@ -25,6 +25,10 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory bf16_cpu; do \
 		$(PY) benchmarks/$$b.py || exit 1; done
+
+# on a CUDA machine: deploy networks in fp32/fp16/bf16, batch 1 and 8, eager and CUDA graph, against the floor
+bench-gpu: $(VENV)/.test
+	$(PY) benchmarks/gpu_inference.py
 
 clean:
 	rm -rf $(VENV) runs
