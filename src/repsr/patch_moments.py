@@ -52,15 +52,16 @@ def _border_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     top = F.pad(x[:, :, :rows], (2, 2, 2, short))
     bottom = F.pad(x[:, :, h - rows :], (2, 2, short, 2))
     n, c = x.shape[:2]
-    strips, corners = [], []
-    for band in (top, bottom):  # the border row is the band's centre row; as a conv weight gradient:
-        inner = band[:, :, 2:3, 2 : w + 2]
-        strips.append(torch.nn.grad.conv2d_weight(band, (c, c, 5, 5), inner))
-        # its first and last pixels against their 5x5 windows: (C x N) @ (N x 25 C) products
-        pixels = inner[:, :, 0, [0, w - 1]].permute(2, 1, 0)  # (2, a, n)
-        windows = torch.stack([band[..., :5], band[..., w - 1 :]]).reshape(2, n, c * 25)
-        corners.append((pixels @ windows).view(2, c, c, 5, 5))
-    corners = torch.stack(corners)
+    # both border rows in one conv weight gradient, top and bottom as two groups; each band's centre
+    # row against the band
+    bands = torch.cat([top, bottom], 1)  # (N, 2C, 5, W + 4)
+    inner = bands[:, :, 2:3, 2 : w + 2]
+    strips = torch.nn.grad.conv2d_weight(bands, (2 * c, c, 5, 5), inner, groups=2).view(2, c, c, 5, 5)
+    # the first and last pixels of each border row against their 5x5 windows: (C x N) @ (N x 25 C)
+    pixels = inner[:, :, 0, [0, w - 1]].reshape(n, 2, c, 2).permute(1, 3, 2, 0)  # (row, col, a, n)
+    windows = torch.stack([bands[..., :5], bands[..., w - 1 :]], 2)  # (N, 2C, col, 5, 5)
+    windows = windows.reshape(n, 2, c, 2, 25).permute(1, 3, 0, 2, 4).reshape(2, 2, n, c * 25)
+    corners = (pixels @ windows).view(2, 2, c, c, 5, 5)
     return strips[0], strips[1], corners
 
 
