@@ -175,8 +175,18 @@ class RepSRBlock(ReparamBlock):
         bns = [p.bn for p in self.paths]
         if bns[0] is None:
             return self._merge(None, None)
-        scale, shift = zip(*(bn_scale_shift(bn) for bn in bns), strict=True)
-        return self._merge(torch.cat(scale), torch.cat(shift))
+        # all paths' channels at once: a few ops per training step instead of a few per BN
+        inv_std = torch.rsqrt(torch.cat([bn.running_var + bn.eps for bn in bns]))
+        return self._merge(*self._bn_scale_shift(torch.cat([bn.running_mean for bn in bns]), inv_std))
+
+    def _bn_scale_shift(self, mean: Tensor, inv_std: Tensor) -> tuple[Tensor, Tensor]:
+        """The BNs of all paths as one per-channel map ``z * scale + shift``, given their statistics."""
+        bns = [p.bn for p in self.paths]
+        scale, shift = inv_std, -mean * inv_std
+        if bns[0].affine:
+            weight = torch.cat([bn.weight for bn in bns]).to(inv_std.dtype)
+            scale, shift = scale * weight, shift * weight + torch.cat([bn.bias for bn in bns]).to(inv_std.dtype)
+        return scale, shift
 
     def online_kernel_bias(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         merged = super().online_kernel_bias(x)
@@ -236,12 +246,7 @@ class RepSRBlock(ReparamBlock):
             n = bns[0].num_features
             for i, bn in enumerate(bns):
                 bn.update_running_stats(mean[i * n : (i + 1) * n], var[i * n : (i + 1) * n], count)
-            scale = torch.rsqrt(var + bns[0].eps)
-            shift = -mean * scale
-            if bns[0].affine:
-                weight = torch.cat([bn.weight for bn in bns]).to(xm.dtype)
-                scale, shift = scale * weight, shift * weight + torch.cat([bn.bias for bn in bns]).to(xm.dtype)
-            kernel, bias = self._merge(scale, shift)
+            kernel, bias = self._merge(*self._bn_scale_shift(mean, torch.rsqrt(var + bns[0].eps)))
         return kernel.to(x.dtype), bias.to(x.dtype)
 
 
