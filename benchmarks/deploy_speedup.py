@@ -21,7 +21,7 @@ from _results import record
 from repsr import RepSRNet, reparameterize_model
 from repsr.blocks import branch_forward
 from repsr.export import save_deploy
-from repsr.inference import prepare
+from repsr.inference import CPU_TILE, prepare, run_tiled
 from repsr.speed import conv_flops, time_forward
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
@@ -103,8 +103,12 @@ def main() -> None:
                 deploy = reparameterize_model(train)
                 with branch_forward(train):  # seconds to a minute per run: one run after one warm-up
                     t_train = time_forward(train, x, repeat=1, warmup=1)
-                runners = {"repsr": prepare(deploy, device), "gemm": gemm_runner(device)}
+                fast = prepare(deploy, device)
+                runners = {"repsr": fast, "gemm": gemm_runner(device)}
                 inputs = {"repsr": x.contiguous(memory_format=torch.channels_last), "gemm": x}
+                if device.type == "cpu":  # what `repsr upscale` runs by default on CPU: cache-sized tiles
+                    runners["tiled"] = lambda t, fast=fast, scale=scale: run_tiled(fast, t, scale, CPU_TILE)
+                    inputs["tiled"] = x
                 reference = spandrel_model(deploy.cpu(), tmp)
                 if reference is not None:
                     runners["spandrel"], inputs["spandrel"] = reference.to(device), x
@@ -113,18 +117,20 @@ def main() -> None:
                     runners["onnxruntime"], inputs["onnxruntime"] = run_ort, x
                 t = interleaved_seconds(runners, inputs, args.rounds)
                 t_deploy, t_spandrel, t_ort = t["repsr"], t.get("spandrel", nan), t.get("onnxruntime", nan)
+                t_tiled = t.get("tiled", nan)
                 ceiling = 2 * GEMM_N**3 / t["gemm"] / 1e9
                 gflop = conv_flops(deploy, x) / 1e9
                 r = {"size": f"M{blocks}C{feat}", "scale": scale, "output": output, "input": list(x.shape[2:]),
                      "train_s": t_train, "deploy_s": t_deploy, "spandrel_s": t_spandrel, "onnxruntime_s": t_ort,
                      "gflop": gflop,
-                     "gflops": gflop / t_deploy, "ceiling_gflops": ceiling}
+                     "gflops": gflop / t_deploy, "ceiling_gflops": ceiling, "tiled_s": t_tiled}
                 results.append(r)
                 rows.append(f"| M{blocks}C{feat} x{scale} | {x.shape[2]}x{x.shape[3]} -> {output} | "
                             f"{t_train * 1e3:.0f} | {t_deploy * 1e3:.1f} | {t_spandrel * 1e3:.1f} | "
                             f"**{t_train / t_deploy:.2f}x** | {t_spandrel / t_deploy:.2f}x | {t_ort * 1e3:.1f} | "
                             f"{t_ort / t_deploy:.2f}x | {1 / t_deploy:.1f} | "
-                            f"{gflop / t_deploy:.0f} / {ceiling:.0f} ({gflop / t_deploy / ceiling:.0%}) |")
+                            f"{gflop / t_deploy:.0f} / {ceiling:.0f} ({gflop / t_deploy / ceiling:.0%}) | "
+                            f"{t_tiled * 1e3:.1f} ({gflop / t_tiled / ceiling:.0%}) |")
     (tmp / "bench.safetensors").unlink(missing_ok=True)
     (tmp / "bench.onnx").unlink(missing_ok=True)
     table = (f"Batch 1, fp32; device {device}. repsr, spandrel, onnxruntime and an fp32 {GEMM_N}^3 matrix product "
@@ -132,11 +138,12 @@ def main() -> None:
              "ratios come from the same minutes. Training net: multi-branch, eval mode, branches run as such "
              "(one run). "
              "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
-             "'ort vs repsr' above 1 means repsr is faster.\n\n"
+             "'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` with the CPU default tile "
+             f"({CPU_TILE} LR px), as `repsr upscale` runs; its fraction counts the untiled FLOPs (useful work).\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "
              "deploy vs training | repsr vs spandrel | onnxruntime ms | ort vs repsr | images/s | "
-             "deploy / GEMM GFLOP/s (fraction) |\n"
-             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+             "deploy / GEMM GFLOP/s (fraction) | tiled ms (fraction) |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     record("deploy_speedup", table, {"results": results})
 
 
