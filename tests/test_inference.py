@@ -9,6 +9,7 @@ from repsr import RepSRNet, reparameterize_model
 from repsr.errors import RepsrError
 from repsr.inference import prepare, receptive_radius, run_tiled, upscale
 from repsr.metrics import rgb2ycbcr
+from repsr.networks import CompactSRNet
 from repsr.resize import imresize
 
 
@@ -97,3 +98,16 @@ def test_reduced_precision_and_nan_guard(model):
         upscale(img, broken)
     with pytest.raises(RepsrError, match="precision"):
         upscale(img, model, precision="fp8")
+
+
+def test_auto_tile_tiles_only_large_images_on_cpu():
+    """One pass while the widest activation stays small; CPU_TILE tiles above the threshold; never on GPU."""
+    from repsr.inference import CPU_TILE, CPU_TILE_ABOVE_BYTES, auto_tile
+
+    model = CompactSRNet(num_feat=16, num_conv=2, upscale=4)  # widest conv: 3 * 4^2 = 48 channels
+    side = int((CPU_TILE_ABOVE_BYTES / (48 * 4)) ** 0.5)
+    cpu = torch.device("cpu")
+    assert auto_tile(model, (1, 3, side - 8, side - 8), cpu, torch.float32) == 0
+    assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float32) == CPU_TILE
+    assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float16) == 0  # half the bytes
+    assert auto_tile(model, (1, 3, 4 * side, 4 * side), torch.device("meta"), torch.float32) == 0

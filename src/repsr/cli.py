@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", help="bundled model name, deploy file or training checkpoint "
                                     "(default: the bundled x4 model; see 'repsr models')")
     up.add_argument("--scale", type=int, help="check that the model has this scale")
-    up.add_argument("--tile", type=int, help="process in seamless tiles of N LR pixels (default: 320 on CPU, "
-                    "measured fastest; the whole image on GPU); 0: the whole image")
+    up.add_argument("--tile", type=int, help="process in seamless tiles of N LR pixels (default: 320 on CPU for "
+                    "large images, where measured faster; else the whole image); 0: the whole image")
     up.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"],
                     help="fp32 (default); fp16/bf16 faster on GPUs; fp64 makes tiled output bit-identical to untiled")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

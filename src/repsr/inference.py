@@ -26,10 +26,21 @@ from .resize import imresize
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])  # MATLAB rgb2gray: RGB output of a gray input -> gray
 MIN_TILE = 16
-# Automatic tile size on CPU: the activations of a 320 x 320 LR tile stay in cache, which beats one
-# pass over a large image by up to 1.5x despite the overlap (benchmarks/tiling_speed.py); on GPU one
-# pass is fastest, and out-of-memory halves the tile.
+# Automatic tiling on CPU. Tiles whose activations stay in cache beat one pass over a large image
+# by up to 1.6x despite their overlap, but on smaller images the per-tile overhead loses (0.7-0.95x).
+# The measured crossover (benchmarks/deploy_speedup.py, tiling_speed.py): tile once the widest
+# activation of one pass exceeds ~48 MB. On GPU one pass is fastest; out-of-memory halves the tile.
 CPU_TILE = 320
+CPU_TILE_ABOVE_BYTES = 48 * 2**20
+
+
+def auto_tile(model: nn.Module, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> int:
+    """The tile size :func:`run_tiled` uses when none is given: 0 (one pass) or :data:`CPU_TILE`."""
+    if device.type != "cpu":
+        return 0
+    widest = max(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    activation = shape[-2] * shape[-1] * widest * torch.empty((), dtype=dtype).element_size()
+    return CPU_TILE if activation > CPU_TILE_ABOVE_BYTES else 0
 
 
 def input_channels(model: nn.Module) -> int:
@@ -70,13 +81,13 @@ def run_tiled(model: nn.Module, x: Tensor, scale: int, tile: int | None = None,
     """``model`` on a CPU float32 (1, C, H, W) tensor, in tiles of ``tile`` LR pixels; returns CPU float32.
 
     ``model`` is already on its device and dtype (see :func:`prepare`). ``tile``: None picks the
-    fastest (:data:`CPU_TILE` on CPU, the whole image on GPU), 0 is the whole image. On CUDA
+    measured-fastest (:func:`auto_tile`), 0 is the whole image. On CUDA
     out-of-memory the tile size halves (down to 16) and the image is processed again.
     """
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     if tile is None:
-        tile = CPU_TILE if device.type == "cpu" else 0
+        tile = auto_tile(model, x.shape, device, dtype)
     _, _, h, w = x.shape
     while True:
         try:
