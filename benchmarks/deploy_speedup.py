@@ -106,7 +106,7 @@ def main() -> None:
                 fast = prepare(deploy, device)
                 runners = {"repsr": fast, "gemm": gemm_runner(device)}
                 inputs = {"repsr": x.contiguous(memory_format=torch.channels_last), "gemm": x}
-                if device.type == "cpu":  # what `repsr upscale` runs by default on CPU: cache-sized tiles
+                if device.type == "cpu":  # cache-sized tiles, as `repsr upscale` runs large images on CPU
                     runners["tiled"] = lambda t, fast=fast, scale=scale: run_tiled(fast, t, scale, CPU_TILE)
                     inputs["tiled"] = x
                 reference = spandrel_model(deploy.cpu(), tmp)
@@ -138,8 +138,8 @@ def main() -> None:
              "ratios come from the same minutes. Training net: multi-branch, eval mode, branches run as such "
              "(one run). "
              "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
-             "'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` with the CPU default tile "
-             f"({CPU_TILE} LR px), as `repsr upscale` runs; its fraction counts the untiled FLOPs (useful work).\n\n"
+             "'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` in tiles of {CPU_TILE} LR px, as "
+             "`repsr upscale` runs large images on CPU; its fraction counts the untiled FLOPs (useful work).\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "
              "deploy vs training | repsr vs spandrel | onnxruntime ms | ort vs repsr | images/s | "
              "deploy / GEMM GFLOP/s (fraction) | tiled ms (fraction) |\n"
