@@ -138,7 +138,7 @@ def main() -> None:
              "ratios come from the same minutes. Training net: multi-branch, eval mode, branches run as such "
              "(one run). "
              "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
-             "'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` in tiles of {CPU_TILE} LR px, as "
+             f"'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` in tiles of {CPU_TILE} LR px, as "
              "`repsr upscale` runs large images on CPU; its fraction counts the untiled FLOPs (useful work).\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "
              "deploy vs training | repsr vs spandrel | onnxruntime ms | ort vs repsr | images/s | "
