@@ -23,18 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bn import SwitchableBatchNorm2d
+from .bn import SwitchableBatchNorm2d, bn_affine
 from .patch_moments import patch_moments
 
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
     """The per-channel affine map ``x * scale + shift`` of a BN at its running statistics."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * scale
-    if bn.affine:
-        scale = scale * bn.weight
-        shift = shift * bn.weight + bn.bias
-    return scale, shift
+    return bn_affine(bn.running_mean, torch.rsqrt(bn.running_var + bn.eps), bn.weight, bn.bias)
 
 
 def identity_kernel(channels: int, like: Tensor) -> Tensor:
@@ -174,19 +169,19 @@ class RepSRBlock(ReparamBlock):
     def get_equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
         bns = [p.bn for p in self.paths]
         if bns[0] is None:
-            return self._merge(None, None)
+            return self._merge(self._joined_paths(), None, None)
         # all paths' channels at once: a few ops per training step instead of a few per BN
         inv_std = torch.rsqrt(torch.cat([bn.running_var + bn.eps for bn in bns]))
-        return self._merge(*self._bn_scale_shift(torch.cat([bn.running_mean for bn in bns]), inv_std))
+        mean = torch.cat([bn.running_mean for bn in bns])
+        return self._merge(self._joined_paths(), *self._bn_scale_shift(mean, inv_std))
 
     def _bn_scale_shift(self, mean: Tensor, inv_std: Tensor) -> tuple[Tensor, Tensor]:
         """The BNs of all paths as one per-channel map ``z * scale + shift``, given their statistics."""
         bns = [p.bn for p in self.paths]
-        scale, shift = inv_std, -mean * inv_std
-        if bns[0].affine:
-            weight = torch.cat([bn.weight for bn in bns]).to(inv_std.dtype)
-            scale, shift = scale * weight, shift * weight + torch.cat([bn.bias for bn in bns]).to(inv_std.dtype)
-        return scale, shift
+        if not bns[0].affine:
+            return bn_affine(mean, inv_std, None, None)
+        weight = torch.cat([bn.weight for bn in bns]).to(inv_std.dtype)
+        return bn_affine(mean, inv_std, weight, torch.cat([bn.bias for bn in bns]).to(inv_std.dtype))
 
     def online_kernel_bias(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         merged = super().online_kernel_bias(x)
@@ -194,14 +189,18 @@ class RepSRBlock(ReparamBlock):
             merged = self._batch_kernel_bias(x)
         return merged
 
-    def _merge(self, scale: Tensor | None, shift: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The block as one 3x3 conv, given the per-channel affine map of its BNs over all paths' hidden
-        channels (None: no BN). The paths are concatenated: expand convs along outputs, squeeze convs
-        along inputs; their sum is one product."""
-        expand = torch.cat([p.expand.weight for p in self.paths])
-        expand_bias = torch.cat([p.expand.bias for p in self.paths])
-        squeeze = torch.cat([p.squeeze.weight[:, :, 0, 0] for p in self.paths], dim=1)
-        squeeze_bias = sum(p.squeeze.bias for p in self.paths)
+    def _joined_paths(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The paths as one: expand convs concatenated along outputs ``(M, C, 3, 3)`` with their biases,
+        squeeze convs along inputs ``(C, M)`` with their summed biases."""
+        return (torch.cat([p.expand.weight for p in self.paths]), torch.cat([p.expand.bias for p in self.paths]),
+                torch.cat([p.squeeze.weight[:, :, 0, 0] for p in self.paths], dim=1),
+                sum(p.squeeze.bias for p in self.paths))
+
+    def _merge(self, joined: tuple[Tensor, Tensor, Tensor, Tensor], scale: Tensor | None, shift: Tensor | None
+               ) -> tuple[Tensor, Tensor]:
+        """The block as one 3x3 conv, given its :meth:`_joined_paths` and the per-channel affine map of
+        its BNs over all paths' hidden channels (None: no BN); the sum of the paths is one product."""
+        expand, expand_bias, squeeze, squeeze_bias = joined
         if scale is not None:  # BN between expand and squeeze: into the squeeze conv
             squeeze_bias = squeeze_bias + squeeze @ (expand_bias * scale + shift)
             squeeze = squeeze * scale
@@ -239,14 +238,14 @@ class RepSRBlock(ReparamBlock):
             # statistics in at least float32, whatever autocast runs the convs in
             xm = x if x.dtype in (torch.float32, torch.float64) else x.float()
             mean_patch, cov, count = patch_moments(xm, sync=any(bn.sync for bn in bns))
-            expand = torch.cat([p.expand.weight for p in self.paths]).flatten(1).to(xm.dtype)
-            expand_bias = torch.cat([p.expand.bias for p in self.paths]).to(xm.dtype)
+            joined = self._joined_paths()
+            expand, expand_bias = joined[0].flatten(1).to(xm.dtype), joined[1].to(xm.dtype)
             mean = expand @ mean_patch + expand_bias
             var = ((expand @ cov) * expand).sum(1).clamp_min(0)
             n = bns[0].num_features
             for i, bn in enumerate(bns):
                 bn.update_running_stats(mean[i * n : (i + 1) * n], var[i * n : (i + 1) * n], count)
-            kernel, bias = self._merge(*self._bn_scale_shift(mean, torch.rsqrt(var + bns[0].eps)))
+            kernel, bias = self._merge(joined, *self._bn_scale_shift(mean, torch.rsqrt(var + bns[0].eps)))
         return kernel.to(x.dtype), bias.to(x.dtype)
 
 

@@ -68,10 +68,7 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d):
         mean = total[:c] / count
         var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)
         self.update_running_stats(mean, var, count)
-        scale = torch.rsqrt(var + self.eps)
-        if self.affine:
-            scale = scale * self.weight
-        shift = -mean * scale + (self.bias if self.affine else 0)
+        scale, shift = bn_affine(mean, torch.rsqrt(var + self.eps), self.weight, self.bias)
         return x * scale[None, :, None, None] + shift[None, :, None, None]
 
     @torch.no_grad()
@@ -84,6 +81,15 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d):
         unbiased = var.detach() * (count / (count - 1) if count > 1 else 1.0)
         self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+
+
+def bn_affine(mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Normalization by ``mean``/``inv_std`` then the affine ``weight``/``bias`` (None: no affine), as
+    one per-channel map ``x * scale + shift``: the form in which BN folds into a neighbouring conv."""
+    scale, shift = inv_std, -mean * inv_std
+    if weight is not None:
+        scale, shift = scale * weight, shift * weight + bias
+    return scale, shift
 
 
 def global_sums(t: Tensor) -> Tensor:

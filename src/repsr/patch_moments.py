@@ -42,10 +42,11 @@ class _Autocorrelation(torch.autograd.Function):
         return F.conv2d(x, grad + grad.transpose(0, 1).flip(2, 3), padding=2)
 
 
-def _border_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _border_rows(x: Tensor, corners: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """The autocorrelation restricted to the first and to the last row of ``x`` (as in
-    :class:`_Autocorrelation`, each ``(C, C, 5, 5)``), and to the 4 corner pixels ``(2, 2, C, C, 5, 5)``
-    indexed (first/last row, first/last column). Only narrow bands of ``x`` are touched."""
+    :class:`_Autocorrelation`, each ``(C, C, 5, 5)``), and (``corners``) to the 4 corner pixels
+    ``(2, 2, C, C, 5, 5)`` indexed (first/last row, first/last column). Only narrow bands of ``x``
+    are touched."""
     h, w = x.shape[2:]
     rows = min(3, h)
     short = 3 - rows  # images under 3 rows: the rest of the 5-row window is zero padding
@@ -57,6 +58,8 @@ def _border_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     bands = torch.cat([top, bottom], 1)  # (N, 2C, 5, W + 4)
     inner = bands[:, :, 2:3, 2 : w + 2]
     strips = torch.nn.grad.conv2d_weight(bands, (2 * c, c, 5, 5), inner, groups=2).view(2, c, c, 5, 5)
+    if not corners:
+        return strips[0], strips[1], None
     # the first and last pixels of each border row against their 5x5 windows: (C x N) @ (N x 25 C)
     pixels = inner[:, :, 0, [0, w - 1]].reshape(n, 2, c, 2).permute(1, 3, 2, 0)  # (row, col, a, n)
     windows = torch.stack([bands[..., :5], bands[..., w - 1 :]], 2)  # (N, 2C, col, 5, 5)
@@ -70,7 +73,7 @@ def _autocorrelation_sums(x: Tensor) -> Tensor:
     c = x.shape[1]
     full = _Autocorrelation.apply(x)
     first_row, last_row, corners = _border_rows(x)
-    first_col, last_col, _ = _border_rows(x.transpose(2, 3))
+    first_col, last_col, _ = _border_rows(x.transpose(2, 3), corners=False)  # the rows have them
     first_col, last_col = first_col.transpose(2, 3), last_col.transpose(2, 3)
     # a patch offset d reaches pixels q = p + d of the image only where q - d is in the image too:
     # offset -1 never reaches the last row (column), offset +1 never the first
@@ -139,15 +142,15 @@ def patch_moments(x: Tensor, sync: bool = False) -> tuple[Tensor, Tensor, Tensor
         total = global_sums(torch.cat([second.flatten(), cross.flatten(), mask.to(x.dtype).flatten()]))
         second, cross, mask = total[: k * k].view(k, k), total[k * k : -81].view(k, 9), total[-81:].view(9, 9).double()
     count = mask[4, 4]  # the centre tap of every patch is inside the image
-    first = cross.view(c, 9, 9).diagonal(dim1=1, dim2=2).reshape(c * 9)  # d' = d: sum of P~
-    mean_centered = first / count.to(x.dtype)
-    mask_mean = (mask.diagonal() / count)  # E[M]
+    mask_mean = mask.diagonal() / count  # E[M]
     mask_cov = (mask / count - torch.outer(mask_mean, mask_mean)).to(x.dtype)  # float64: no cancellation
+    mask_mean, n_patches = mask_mean.to(x.dtype), count.to(x.dtype)
+    first = cross.view(c, 9, 9).diagonal(dim1=1, dim2=2).reshape(c * 9)  # d' = d: sum of P~
+    mean_centered = first / n_patches
     expand = center.repeat_interleave(9)  # (a, d) -> c_a
-    offsets = expand * mask_mean.to(x.dtype).repeat(c)  # E[Q] with Q = c * M
+    offsets = expand * mask_mean.repeat(c)  # E[Q] with Q = c * M
     # cov(P~ + Q) = cov(P~) + cov(P~, Q) + cov(Q, P~) + cov(Q)
-    cov_centered = second / count.to(x.dtype) - torch.outer(mean_centered, mean_centered)
-    cross_cov = (cross / count.to(x.dtype) - torch.outer(mean_centered, mask_mean.to(x.dtype))).repeat(1, c) \
-        * expand[None, :]
+    cov_centered = second / n_patches - torch.outer(mean_centered, mean_centered)
+    cross_cov = (cross / n_patches - torch.outer(mean_centered, mask_mean)).repeat(1, c) * expand[None, :]
     cov = cov_centered + cross_cov + cross_cov.T + torch.outer(expand, expand) * mask_cov.repeat(c, c)
     return mean_centered + offsets, cov, count
