@@ -7,6 +7,9 @@ import json
 import os
 import platform
 import re
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,6 +35,26 @@ def machine() -> dict:
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+def seconds_in_turns(runs: dict[str, Callable[[], object]], rounds: int, per_turn: int = 2,
+                     warmup_rounds: int = 0, cuda: bool = False) -> dict[str, float]:
+    """Median seconds of each of ``runs``. They take turns, ``per_turn`` runs each (with more than one,
+    the first is untimed: it re-warms caches and the allocator after the others), so that all see
+    the same machine state: this CPU's speed drifts by tens of percent within minutes."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(warmup_rounds + rounds):
+        for name, run in runs.items():
+            for i in range(per_turn):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                run()
+                if cuda:
+                    torch.cuda.synchronize()
+                if r >= warmup_rounds and (per_turn == 1 or i > 0):
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def record(name: str, markdown: str, data: dict) -> None:

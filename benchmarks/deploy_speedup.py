@@ -9,14 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
+from functools import partial
 from math import nan
 from pathlib import Path
 
 import torch
-from _results import record
+from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, reparameterize_model
 from repsr.blocks import branch_forward
@@ -34,26 +33,6 @@ def gemm_runner(device: torch.device):
     """One fp32 2048^3 matrix product: its rate is the practical ceiling for convolutions here."""
     a, b = torch.rand(GEMM_N, GEMM_N, device=device), torch.rand(GEMM_N, GEMM_N, device=device)
     return lambda _x: a @ b
-
-
-def interleaved_seconds(runners: dict, inputs: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each runner. They take turns, two runs each with the second timed (the first
-    re-warms caches and the allocator after the others), so that all see the same machine state:
-    this CPU's speed drifts by tens of percent within minutes."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, run in runners.items():
-                for i in range(2):
-                    if inputs[name].is_cuda:
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    run(inputs[name])
-                    if inputs[name].is_cuda:
-                        torch.cuda.synchronize()
-                    if i == 1:
-                        times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def onnxruntime_runner(deploy, tmp: Path):
@@ -115,7 +94,9 @@ def main() -> None:
                 run_ort = onnxruntime_runner(deploy.cpu(), tmp) if device.type == "cpu" else None
                 if run_ort is not None:
                     runners["onnxruntime"], inputs["onnxruntime"] = run_ort, x
-                t = interleaved_seconds(runners, inputs, args.rounds)
+                with torch.inference_mode():
+                    t = seconds_in_turns({name: partial(run, inputs[name]) for name, run in runners.items()},
+                                         args.rounds, cuda=device.type == "cuda")
                 t_deploy, t_spandrel, t_ort = t["repsr"], t.get("spandrel", nan), t.get("onnxruntime", nan)
                 t_tiled = t.get("tiled", nan)
                 ceiling = 2 * GEMM_N**3 / t["gemm"] / 1e9

@@ -8,11 +8,10 @@ in cache. The variants take turns on the same input (this CPU's speed drifts), m
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
-from _results import record
+from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, reparameterize_model
 from repsr.inference import CPU_TILE, auto_tile, prepare, run_tiled
@@ -32,14 +31,9 @@ def main() -> None:
         torch.manual_seed(0)
         net = prepare(reparameterize_model(RepSRNet(scale, feat, blocks).eval()), device)
         x = torch.rand(1, 3, h, w)
-        times: dict[int | None, list[float]] = {t: [] for t in tiles}
-        for r in range(args.rounds + 1):  # round 0 warms up
-            for tile in tiles:
-                start = time.perf_counter()
-                run_tiled(net, x, scale, tile)
-                if r:
-                    times[tile].append(time.perf_counter() - start)
-        med = {t: statistics.median(v) for t, v in times.items()}
+        seconds = seconds_in_turns({str(t): partial(run_tiled, net, x, scale, t) for t in tiles}, args.rounds,
+                                   per_turn=1, warmup_rounds=1)
+        med = {t: seconds[str(t)] for t in tiles}
         auto = auto_tile(net, x.shape, device, torch.float32)
         data.append({"size": f"M{blocks}C{feat}", "scale": scale, "input": [h, w], "auto_tile": auto,
                      "seconds": {str(t): s for t, s in med.items()}})

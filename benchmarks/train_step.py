@@ -9,38 +9,30 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-from _results import record
+from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, set_bn_phase
 from repsr.blocks import ReparamBlock, RepSRBlock
 
 
-def iteration_seconds(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int,
-                      per_round: int = 3) -> dict[str, float]:
-    """Median seconds per training iteration of each model. The models take turns, ``per_round``
-    iterations each (the first untimed: it re-warms caches and the allocator after the others), so
-    that all see the same machine state: this CPU's speed drifts by tens of percent."""
-    optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(rounds + 1):  # round 0 warms up
-        for name, model in models.items():
-            model.train()
-            for i in range(per_round):
-                start = time.perf_counter()
-                loss = F.l1_loss(model(x), y)
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[name].step()
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                if r > 0 and i > 0:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+def iteration_seconds(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int
+                      ) -> dict[str, float]:
+    """Median seconds per training iteration (forward, backward, fused Adam) of each model, in turns
+    of 3 iterations after one warm-up round (see seconds_in_turns)."""
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        model.train()
+        loss = F.l1_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    runs = {name: partial(step, model, torch.optim.Adam(model.parameters(), lr=1e-4, fused=True))
+            for name, model in models.items()}
+    return seconds_in_turns(runs, rounds, per_turn=3, warmup_rounds=1, cuda=x.is_cuda)
 
 
 def configure(model: RepSRNet, online: bool) -> RepSRNet:
