@@ -2,14 +2,19 @@
 
 import json
 
+import numpy as np
+import pytest
+import torch
 import yaml
 from conftest import DATA
 
-from repsr.ablation import psnr_plot_svg, read_spec, run_ablation
+from repsr.ablation import last_quarter_gain, psnr_plot_svg, read_spec, run_ablation, verdict
 from repsr.cli import main
+from repsr.errors import RepsrError
+from repsr.export import load_model
 
 
-def test_tiny_ablation_runs_end_to_end_and_resumes(tmp_path, capsys):
+def _tiny_spec(tmp_path, **extra):
     base = {
         "name": "base", "scale": 2, "seed": 0, "data_root": str(DATA),
         "network": {"num_feat": 4, "num_block": 1},
@@ -20,35 +25,100 @@ def test_tiny_ablation_runs_end_to_end_and_resumes(tmp_path, capsys):
         "checkpoint": {"every": 4}, "logger": {"tensorboard": False, "progress": False},
     }
     (tmp_path / "base.yml").write_text(yaml.safe_dump(base))
-    spec = {
-        "base": "base.yml", "opt": {"train.total_iter": 8},
-        "variants": [{"name": "plain", "opt": {"network.block": "plain"}},
-                     {"name": "repsr", "opt": {"network.block": "repsr"}},
-                     {"name": "noswitch", "opt": {"network.block": "repsr", "train.bn.switch": None}},
-                     {"name": "ecb", "opt": {"network.block": "ecb"}}],
-        "test_sets": ["Set5"],
-        "bn_study": {"noswitch": "noswitch", "switched": "repsr", "images": ["Set5"]},
-    }
+    spec = {"base": "base.yml", "opt": {"train.total_iter": 8}, "test_sets": ["Set5"], **extra}
     spec_path = tmp_path / "spec.yml"
     spec_path.write_text(yaml.safe_dump(spec))
+    return spec_path
+
+
+def test_tiny_ablation_runs_end_to_end_and_resumes(tmp_path, capsys):
+    spec_path = _tiny_spec(tmp_path, variants=[
+        {"name": "plain", "opt": {"network.block": "plain"}},
+        {"name": "repsr", "opt": {"network.block": "repsr"}},
+        {"name": "noswitch", "opt": {"network.block": "repsr", "train.bn.switch": None}},
+        {"name": "ecb", "opt": {"network.block": "ecb"}}],
+        bn_study={"noswitch": "noswitch", "switched": "repsr", "images": ["Set5"]})
     out = tmp_path / "ablation"
     assert main(["ablate", str(spec_path), "--out", str(out)]) == 0
-    results = json.loads((out / "ablation.json").read_text())
+    report = json.loads((out / "ablation.json").read_text())
+    results = report["summary"]
     assert [r["name"] for r in results] == ["plain", "repsr", "noswitch", "ecb"]
+    assert report["seeds"] == [0] and report["reference"] == "plain"
     by_name = {r["name"]: r for r in results}
     assert by_name["noswitch"]["bn_switch"] is None and by_name["repsr"]["bn_switch"] == 4
     assert len({r["deploy_params"] for r in results}) == 1  # the same deploy network for every block
     assert by_name["repsr"]["train_params"] > by_name["plain"]["train_params"]
     assert all(r["train_it_per_s"] > 0 and "Set5" in r["test"] for r in results)
+    run = json.loads((out / "variants" / "repsr" / "seed_0" / "run.json").read_text())
+    assert [h["iteration"] for h in run["history"]] == [4, 8]  # the final validation is in the curve
+    for f in ("results.json", "train.log", "model_deploy.safetensors", "config.yml"):
+        assert (out / "variants" / "repsr" / "seed_0" / f).is_file()
     md = (out / "ablation.md").read_text()
-    assert "| variant |" in md and "BN-artifact study" in md and "(iii) switched" in md
-    assert (out / "ablation_psnr.svg").read_text().startswith("<svg")
+    assert "| variant |" in md and "BN-artifact study" in md and "(iii) switched" in md and "one seed" in md
+    svg = (out / "ablation_psnr.svg").read_text()
+    assert svg.startswith("<svg") and "BN switch" in svg
     assert (out / "bn_study" / "bn_artifacts.png").is_file()
-    # resumable: finished variants are not retrained
-    stamp = (out / "variants" / "repsr" / "variant.json").stat().st_mtime_ns
+    # resumable: finished runs are not retrained
+    stamp = (out / "variants" / "repsr" / "seed_0" / "run.json").stat().st_mtime_ns
     capsys.readouterr()
     run_ablation(spec_path, out)
-    assert (out / "variants" / "repsr" / "variant.json").stat().st_mtime_ns == stamp
+    assert (out / "variants" / "repsr" / "seed_0" / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
+    spec_path = _tiny_spec(tmp_path, seeds=[3, 5], reference="plain", variants=[
+        {"name": "repsr", "opt": {"network.block": "repsr"}},
+        {"name": "plain", "opt": {"network.block": "plain"}}])
+    out = tmp_path / "study"
+    runs = run_ablation(spec_path, out)
+    assert [(r["name"], r["seed"]) for r in runs] == [("repsr", 3), ("plain", 3), ("repsr", 5), ("plain", 5)]
+    # the seed reaches initialization and data: the two seeds' deploy models differ
+    a = load_model(str(out / "variants" / "plain" / "seed_3" / "model_deploy.safetensors"))
+    b = load_model(str(out / "variants" / "plain" / "seed_5" / "model_deploy.safetensors"))
+    assert not torch.equal(a.body[0].weight, b.body[0].weight)
+    assert yaml.safe_load((out / "variants" / "plain" / "seed_5" / "config.yml").read_text())["seed"] == 5
+    report = json.loads((out / "ablation.json").read_text())
+    by_name = {r["name"]: r for r in report["summary"]}
+    psnrs = {(r["name"], r["seed"]): r["test"]["Set5"]["psnr"] for r in runs}
+    cell = by_name["repsr"]["test"]["Set5"]
+    assert cell["psnr"] == pytest.approx(np.mean([psnrs["repsr", 3], psnrs["repsr", 5]]))
+    assert cell["psnr_std"] == pytest.approx(np.std([psnrs["repsr", 3], psnrs["repsr", 5]], ddof=1))
+    deltas = [psnrs["repsr", s] - psnrs["plain", s] for s in (3, 5)]
+    assert cell["delta"]["per_seed"] == pytest.approx(deltas)
+    assert cell["delta"]["mean"] == pytest.approx(np.mean(deltas))
+    assert "delta" not in by_name["plain"]["test"]["Set5"]
+    assert "reference" in (out / "ablation.md").read_text()
+    # an interrupted run resumes from its checkpoint: drop one finished run's marker and its final checkpoint
+    run = out / "variants" / "plain" / "seed_5"
+    (run / "run.json").unlink()
+    (run / "checkpoints" / "iter_00000008.pth").unlink()
+    capsys.readouterr()
+    again = run_ablation(spec_path, out)
+    assert "resumed from" in (run / "train.log").read_text()
+    assert [r["test"] for r in again] == [r["test"] for r in runs]  # bit-exact resume, same numbers
+
+
+def test_verdict_needs_agreement_and_a_margin_over_the_spread():
+    assert verdict([0.2, 0.3, 0.25], spread=0.05) == "better"
+    assert verdict([-0.2, -0.3, -0.25], spread=0.05) == "worse"
+    assert verdict([0.2, -0.01, 0.3], spread=0.05) == "tie"  # one seed disagrees
+    assert verdict([0.02, 0.03, 0.01], spread=0.05) == "tie"  # smaller than the seed spread
+    assert verdict([0.5], spread=0.0) == "one seed"
+
+
+def test_last_quarter_gain():
+    history = [{"iteration": i, "ema/Set5": v} for i, v in [(250, 28.0), (500, 29.0), (750, 29.5), (1000, 29.6)]]
+    assert last_quarter_gain(history, "ema/Set5") == pytest.approx(0.1)
+    assert last_quarter_gain(history[:1], "ema/Set5") is None
+
+
+def test_spec_errors_name_the_problem(tmp_path):
+    bad = _tiny_spec(tmp_path, reference="plian", variants=[{"name": "plain"}])
+    with pytest.raises(RepsrError, match="did you mean plain"):
+        read_spec(bad)
+    bad = _tiny_spec(tmp_path, seeds=[1, 1], variants=[{"name": "plain"}])
+    with pytest.raises(RepsrError, match="seeds repeat"):
+        read_spec(bad)
 
 
 def test_shipped_specs_parse():
@@ -58,4 +128,4 @@ def test_shipped_specs_parse():
 
 
 def test_plot_without_history_is_empty():
-    assert psnr_plot_svg([{"label": "a", "history": []}], "ema/Set5") == ""
+    assert psnr_plot_svg([("a", [])], "ema/Set5") == ""

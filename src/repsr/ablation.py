@@ -1,8 +1,12 @@
 """``repsr ablate`` and ``repsr bn-study``: measure the paper's claims on your own budget.
 
-An ablation spec names a base config and the variants to compare; every variant is trained by the
-ordinary trainer with the same data, seed, iterations and schedule, merged, and evaluated on the
-test sets. Finished variants are not retrained, unfinished ones resume from their checkpoints.
+An ablation spec names a base config, the variants to compare and the seeds; every (variant, seed)
+run is trained by the ordinary trainer with the same data, iterations and schedule (the seed sets
+initialization, data order and augmentation), merged, and evaluated on the test sets. The report gives
+mean +- standard deviation over seeds and each variant's paired difference from a reference variant.
+Finished runs are never redone, unfinished ones resume from their checkpoints, and the report is
+rewritten after every run, so a study can live in the repository (``docs/studies/NAME``: every run's
+small files are kept, checkpoints are git-ignored) and continue from a fresh clone.
 
 The BN study compares, for a BN model trained without the switch, (i) population statistics (what
 deployment uses), (ii) per-image batch statistics (what training saw), and (iii) the model trained
@@ -12,6 +16,7 @@ with the switch, and saves crops and difference maps where they differ most.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +65,8 @@ class AblationSpec:
     opt: dict[str, Any] = field(default_factory=dict)  # overrides for all variants
     variants: list[Variant] = field(default_factory=list)
     test_sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
+    seeds: list[int] = field(default_factory=list)  # every variant trains once per seed; empty: the config's seed
+    reference: str = ""  # the variant the others are compared with (default: the first)
     bn_study: BNStudySpec | None = None
 
 
@@ -77,15 +84,28 @@ def read_spec(path: str | Path) -> AblationSpec:
     names = [v.name for v in spec.variants]
     if len(set(names)) != len(names):
         raise RepsrError(f"{path}: variant names repeat")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise RepsrError(f"{path}: seeds repeat")
+    if spec.reference and spec.reference not in names:
+        close = difflib.get_close_matches(spec.reference, names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise RepsrError(f"{path}: reference {spec.reference!r} is not a variant{hint}")
     return spec
 
 
-def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path) -> Config:
+def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path, seed: int | None = None) -> Config:
     base = str(base_dir / spec.base) if (base_dir / spec.base).is_file() else spec.base
     data = read_config_dict(base)
     for key, value in {**spec.opt, **variant.opt, "name": variant.name}.items():
         set_dotted(data, key, value)
+    if seed is not None:
+        data["seed"] = seed
     return load_config(data)
+
+
+def spec_seeds(spec: AblationSpec, base_dir: Path) -> list[int]:
+    """The seeds every variant trains with: the spec's list, else the base config's one seed."""
+    return list(spec.seeds) or [variant_config(spec, spec.variants[0], base_dir).seed]
 
 
 def _per_pixel_flops(model: nn.Module, channels: int) -> float:
@@ -94,11 +114,16 @@ def _per_pixel_flops(model: nn.Module, channels: int) -> float:
         return conv_flops(model, torch.rand(1, channels, 32, 32)) / (32 * 32)
 
 
-def run_variant(spec: AblationSpec, variant: Variant, out: Path, base_dir: Path) -> dict[str, Any]:
-    results_path = out / "variant.json"
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    return out / "variants" / variant / f"seed_{seed}"
+
+
+def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base_dir: Path) -> dict[str, Any]:
+    """Train, merge and test one (variant, seed) run; its ``run.json`` marks it finished."""
+    results_path = out / "run.json"
     if results_path.is_file():
         return json.loads(results_path.read_text())
-    config = variant_config(spec, variant, base_dir)
+    config = variant_config(spec, variant, base_dir, seed)
     trainer = Trainer(config, out, resume=(out / "checkpoints").is_dir())
     trainer.run()
     payload = read_checkpoint(trainer.checkpoints()[-1])
@@ -111,49 +136,151 @@ def run_variant(spec: AblationSpec, variant: Variant, out: Path, base_dir: Path)
         r = evaluate_dataset(prepare(deploy, trainer.device), ds, progress=False)
         sets[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
     result = {
-        "name": variant.name, "label": variant.label or variant.name, "block": config.network.block,
+        "name": variant.name, "label": variant.label or variant.name, "seed": seed, "block": config.network.block,
         "bn_switch": config.switch_iteration(), "iterations": config.train.total_iter,
         "has_bn": any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()),
         "train_params": sum(p.numel() for p in model.parameters()),
         "train_flops_per_px": _per_pixel_flops(model, channels),
         "deploy_params": sum(p.numel() for p in deploy.parameters()),
         "deploy_flops_per_px": _per_pixel_flops(deploy, channels),
-        "train_it_per_s": payload.get("train_iterations", 0) / max(payload.get("train_seconds", 0.0), 1e-9),
+        "train_it_per_s": trainer.train_iterations / max(trainer.train_seconds, 1e-9),
         "test": sets,
+        # the trainer's history, final validation included (the last checkpoint predates it)
         "history": [{"iteration": h["iteration"], **{k: v["psnr"] for k, v in h.items() if isinstance(v, dict)}}
-                    for h in payload.get("history", [])],
+                    for h in trainer.history],
     }
     with atomic_write(results_path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def ablation_table(results: list[dict[str, Any]], test_sets: list[str]) -> str:
-    head = ("| variant | block | BN switch | train params | train kFLOP/px | deploy params | deploy kFLOP/px | "
-            + " | ".join(f"{s} PSNR/SSIM" for s in test_sets) + " | train it/s |")
-    lines = [head, "|" + "---|" * (8 + len(test_sets))]
-    for r in results:
-        switch = "never" if r["bn_switch"] is None else str(r["bn_switch"])
-        cells = [r["label"], r["block"], switch if r.get("has_bn", True) else "no BN",
-                 f"{r['train_params']:,}", f"{r['train_flops_per_px'] / 1e3:.1f}", f"{r['deploy_params']:,}",
-                 f"{r['deploy_flops_per_px'] / 1e3:.1f}"]
-        cells += [f"{r['test'][s]['psnr']:.2f} / {r['test'][s]['ssim']:.4f}" for s in test_sets]
-        cells.append(f"{r['train_it_per_s']:.2f}")
+# ----------------------------------------------------------------------------- statistics over seeds
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def verdict(deltas: list[float], spread: float) -> str:
+    """'better' / 'worse' only when every seed's paired difference has the same sign and their mean is
+    larger than the seed spread; anything less is a tie (three seeds cannot resolve more)."""
+    if len(deltas) < 2:
+        return "one seed"
+    mean = float(np.mean(deltas))
+    if all(d > 0 for d in deltas) and mean > spread:
+        return "better"
+    if all(d < 0 for d in deltas) and -mean > spread:
+        return "worse"
+    return "tie"
+
+
+def last_quarter_gain(history: list[dict[str, Any]], key: str) -> float | None:
+    """Validation PSNR gained over the last quarter of training (final minus the value at 75%)."""
+    points = [(h["iteration"], h[key]) for h in history if key in h]
+    if len(points) < 2:
+        return None
+    end = points[-1][0]
+    before = [y for x, y in points if x <= 0.75 * end]
+    return points[-1][1] - before[-1] if before else None
+
+
+def summarize(runs: list[dict[str, Any]], variants: list[str], reference: str, test_sets: list[str],
+              curve_key: str = "") -> list[dict[str, Any]]:
+    """Per variant: mean +- std over seeds per test set, and the difference from ``reference`` paired by seed."""
+    by_variant: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in runs:
+        by_variant.setdefault(r["name"], {})[r["seed"]] = r
+    ref = by_variant.get(reference, {})
+    rows = []
+    for name in variants:
+        seeds = by_variant.get(name)
+        if not seeds:
+            continue
+        first = next(iter(seeds.values()))
+        row: dict[str, Any] = {"name": name, "label": first["label"], "block": first["block"],
+                               "bn_switch": first["bn_switch"], "has_bn": first.get("has_bn", True),
+                               "iterations": first["iterations"], "seeds": sorted(seeds),
+                               "train_params": first["train_params"], "deploy_params": first["deploy_params"],
+                               "train_flops_per_px": first["train_flops_per_px"],
+                               "deploy_flops_per_px": first["deploy_flops_per_px"],
+                               "train_it_per_s": float(np.mean([r["train_it_per_s"] for r in seeds.values()])),
+                               "test": {}}
+        for s in test_sets:
+            psnrs = [seeds[k]["test"][s]["psnr"] for k in sorted(seeds)]
+            ssims = [seeds[k]["test"][s]["ssim"] for k in sorted(seeds)]
+            mean, std = _mean_std(psnrs)
+            cell: dict[str, Any] = {"psnr": mean, "psnr_std": std, "ssim": _mean_std(ssims)[0], "per_seed": psnrs}
+            paired = sorted(set(seeds) & set(ref))
+            if name != reference and paired:
+                deltas = [seeds[k]["test"][s]["psnr"] - ref[k]["test"][s]["psnr"] for k in paired]
+                ref_std = _mean_std([ref[k]["test"][s]["psnr"] for k in paired])[1]
+                d_mean, d_std = _mean_std(deltas)
+                cell["delta"] = {"mean": d_mean, "std": d_std, "per_seed": deltas, "seeds": paired,
+                                 "verdict": verdict(deltas, max(std, ref_std))}
+            row["test"][s] = cell
+        if curve_key:
+            gains = [g for r in seeds.values() if (g := last_quarter_gain(r["history"], curve_key)) is not None]
+            row["last_quarter_gain"] = float(np.mean(gains)) if gains else None
+        rows.append(row)
+    return rows
+
+
+def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: str) -> str:
+    """The results table: PSNR mean +- std over seeds, SSIM mean, and the paired difference from the reference."""
+    head = ["variant", "seeds"] + [f"{s} PSNR / SSIM" for s in test_sets]
+    head += [f"{s} vs {reference}" for s in test_sets] + ["last-quarter gain", "train it/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], str(len(r["seeds"]))]
+        for s in test_sets:
+            c = r["test"][s]
+            spread = f" ± {c['psnr_std']:.3f}" if len(r["seeds"]) > 1 else ""
+            cells.append(f"{c['psnr']:.2f}{spread} / {c['ssim']:.4f}")
+        for s in test_sets:
+            d = r["test"][s].get("delta")
+            if d is None:
+                cells.append("reference" if r["name"] == reference else "-")
+            else:
+                seeds = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+                cells.append(f"{d['mean']:+.3f} ± {d['std']:.3f} ({seeds}) **{d['verdict']}**")
+        gain = r.get("last_quarter_gain")
+        cells.append("-" if gain is None else f"{gain:+.3f} dB")
+        cells.append(f"{r['train_it_per_s']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def psnr_plot_svg(results: list[dict[str, Any]], key: str, width: int = 720, height: int = 420) -> str:
-    """Validation PSNR over iterations, one line per variant, as a self-contained SVG."""
-    series = [(r["label"], [(h["iteration"], h[key]) for h in r["history"] if key in h]) for r in results]
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| variant | block | BN switch | train params | train kFLOP/px | deploy params | deploy kFLOP/px |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        switch = "never" if r["bn_switch"] is None else str(r["bn_switch"])
+        lines.append(f"| {r['label']} | {r['block']} | {switch if r['has_bn'] else 'no BN'} | {r['train_params']:,} | "
+                     f"{r['train_flops_per_px'] / 1e3:.1f} | {r['deploy_params']:,} | "
+                     f"{r['deploy_flops_per_px'] / 1e3:.1f} |")
+    return "\n".join(lines)
+
+
+def mean_curve(runs: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """Validation PSNR averaged over the seeds at the iterations every seed validated."""
+    per_seed = [{h["iteration"]: h[key] for h in r["history"] if key in h} for r in runs]
+    common = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
+    return [(it, float(np.mean([p[it] for p in per_seed]))) for it in common]
+
+
+def psnr_plot_svg(series: list[tuple[str, list[tuple[int, float]]]], key: str, switches: list[int] | None = None,
+                  width: int = 760, height: int = 440) -> str:
+    """Validation PSNR over iterations, one line per variant, as a self-contained SVG; dashed lines mark
+    BN switches."""
     series = [(n, pts) for n, pts in series if pts]
     if not series:
         return ""
     xs = [x for _, pts in series for x, _ in pts]
     ys = [y for _, pts in series for _, y in pts]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    x0, x1, y0, y1 = 0, max(xs), min(ys), max(ys)
     y0, y1 = y0 - 0.05 * (y1 - y0 + 1e-6), y1 + 0.05 * (y1 - y0 + 1e-6)
-    left, right, top, bottom = 60, 200, 20, 40
+    left, right, top, bottom = 60, 230, 20, 40
     def px(x: float) -> float:
         return left + (x - x0) / max(x1 - x0, 1) * (width - left - right)
     def py(y: float) -> float:
@@ -172,6 +299,10 @@ def psnr_plot_svg(results: list[dict[str, Any]], key: str, width: int = 720, hei
         parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>')
         xv = x0 + (x1 - x0) * i / 4
         parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xv:.0f}</text>')
+    for it in sorted(set(switches or [])):
+        parts.append(f'<line x1="{px(it):.1f}" y1="{top}" x2="{px(it):.1f}" y2="{height - bottom}" stroke="#888" '
+                     'stroke-dasharray="4,3"/>')
+        parts.append(f'<text x="{px(it) - 3:.1f}" y="{top + 10}" text-anchor="end" fill="#555">BN switch</text>')
     for k, (name, pts) in enumerate(series):
         color = colors[k % len(colors)]
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
@@ -181,41 +312,74 @@ def psnr_plot_svg(results: list[dict[str, Any]], key: str, width: int = 720, hei
     return "\n".join(parts)
 
 
-def run_ablation(spec_path: str | Path, out: str | Path) -> list[dict[str, Any]]:
-    spec_path, out = Path(spec_path), Path(out)
-    spec = read_spec(spec_path)
-    configs = [variant_config(spec, v, spec_path.parent) for v in spec.variants]  # every mistake before any work
-    results = []
-    for variant, config in zip(spec.variants, configs, strict=True):
-        print(f"== variant {variant.name}: block {config.network.block}, switch {config.switch_iteration()}",
-              flush=True)
-        results.append(run_variant(spec, variant, out / "variants" / variant.name, spec_path.parent))
-    first = configs[0]
-    key = f"ema/{Path(first.data.val.paths[0]).name}" if first.train.ema_decay > 0 and first.data.val.paths else ""
-    if key and not any(key in h for r in results for h in r["history"]):
-        key = f"raw/{Path(first.data.val.paths[0]).name}"
-    svg = psnr_plot_svg(results, key) if key else ""
+def _curve_key(config: Config) -> str:
+    if not config.data.val.paths:
+        return ""
+    which = "ema" if config.train.ema_decay > 0 else "raw"
+    return f"{which}/{Path(config.data.val.paths[0]).name}"
+
+
+def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict[str, Any]], config: Config,
+                 seeds: list[int], extra: list[str] | None = None) -> str:
+    """ablation.md, ablation.json and the curve plot from the runs finished so far."""
+    names = [v.name for v in spec.variants]
+    reference = spec.reference or names[0]
+    key = _curve_key(config)
+    rows = summarize(runs, names, reference, spec.test_sets, key)
+    planned = len(names) * len(seeds)
     lines = [f"# Ablation: {spec_path.name}", "",
              f"Command: `repsr ablate {spec_path} --out {out}`. Base config `{spec.base}` with {spec.opt or 'no'} "
-             f"overrides; every variant trains {first.train.total_iter} iterations (x{first.scale}, "
-             f"M{first.network.num_block}C{first.network.num_feat}, seed {first.seed}). PSNR/SSIM of the merged "
-             "deploy model, Y channel, crop = scale. FLOPs are conv multiply-adds x 2 per LR pixel.", "",
-             ablation_table(results, spec.test_sets), ""]
+             f"overrides; every variant trains {config.train.total_iter} iterations (x{config.scale}, "
+             f"M{config.network.num_block}C{config.network.num_feat}) once per seed {seeds}; "
+             f"{len(runs)} of {planned} runs finished. PSNR (dB) / SSIM of the merged deploy model, Y channel, "
+             "crop = scale; mean ± sample standard deviation over seeds. The difference from "
+             f"`{reference}` is paired by seed (same data order): mean ± std (per seed); **better**/**worse** only "
+             "when every seed agrees in sign and the mean exceeds the larger seed spread of the two variants, "
+             "otherwise **tie**. Last-quarter gain: validation PSNR "
+             f"({key or 'none'}) at the end minus at 75% of training, mean over seeds.", "",
+             ablation_table(rows, spec.test_sets, reference), "", "Cost of training and deployment "
+             "(FLOPs: conv multiply-adds x 2 per LR pixel):", "", cost_table(rows), ""]
+    series = [(r["label"], mean_curve([x for x in runs if x["name"] == r["name"]], key)) for r in rows] if key else []
+    svg = psnr_plot_svg(series, key + " (mean over seeds)",
+                        [r["bn_switch"] for r in rows if r["bn_switch"] is not None and r["has_bn"]])
     if svg:
-        lines += [f"Validation PSNR ({key}) over training: ![plot](ablation_psnr.svg)", ""]
+        lines += [f"Validation PSNR ({key}, mean over seeds) over training; dashed: the BN switch. "
+                  "![plot](ablation_psnr.svg)", ""]
         with atomic_write(out / "ablation_psnr.svg") as tmp:
             tmp.write_text(svg)
+    lines += extra or []
     with atomic_write(out / "ablation.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    if spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched:
-        study_sets = [open_dataset(first.data_path(s), first.scale, default_cache_dir()) for s in spec.bn_study.images]
-        study = bn_study(out / "variants" / spec.bn_study.noswitch, out / "variants" / spec.bn_study.switched,
-                         study_sets, out / "bn_study")
-        lines += ["## BN-artifact study", "", study, ""]
+        tmp.write_text(json.dumps({"reference": reference, "seeds": seeds, "summary": rows, "runs": runs},
+                                  indent=2) + "\n")
+    text = "\n".join(lines)
     with atomic_write(out / "ablation.md") as tmp:
-        tmp.write_text("\n".join(lines))
-    print("\n".join(lines))
-    return results
+        tmp.write_text(text)
+    return text
+
+
+def run_ablation(spec_path: str | Path, out: str | Path) -> list[dict[str, Any]]:
+    """Every (variant, seed) run, seed by seed so that partial studies compare all variants; the report is
+    rewritten after each run."""
+    spec_path, out = Path(spec_path), Path(out)
+    spec = read_spec(spec_path)
+    seeds = spec_seeds(spec, spec_path.parent)
+    configs = [variant_config(spec, v, spec_path.parent, seeds[0]) for v in spec.variants]  # mistakes before work
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        for variant, config in zip(spec.variants, configs, strict=True):
+            print(f"== variant {variant.name}, seed {seed}: block {config.network.block}, "
+                  f"switch {config.switch_iteration()}", flush=True)
+            runs.append(run_variant(spec, variant, seed, run_dir(out, variant.name, seed), spec_path.parent))
+            write_report(spec, spec_path, out, runs, configs[0], seeds)
+    extra = []
+    if spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched:
+        first = configs[0]
+        study_sets = [open_dataset(first.data_path(s), first.scale, default_cache_dir()) for s in spec.bn_study.images]
+        study = bn_study(run_dir(out, spec.bn_study.noswitch, seeds[0]), run_dir(out, spec.bn_study.switched, seeds[0]),
+                         study_sets, out / "bn_study")
+        extra = ["## BN-artifact study", "", f"Seed {seeds[0]}. " + study, ""]
+    print(write_report(spec, spec_path, out, runs, configs[0], seeds, extra))
+    return runs
 
 
 # ----------------------------------------------------------------------------- BN study
@@ -239,6 +403,13 @@ def _sr(model: nn.Module, lr: np.ndarray, batch_stats: bool) -> np.ndarray:
 def _diff_map(a: np.ndarray, b: np.ndarray, gain: float = 4.0) -> np.ndarray:
     diff = np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=2) * gain
     return cv2.applyColorMap(np.clip(diff, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
+
+
+def _labelled(tile: np.ndarray, label: str) -> np.ndarray:
+    """The tile under a white strip with its label, so the figure reads without the caption."""
+    header = np.full((24, tile.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(header, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([header, tile], axis=0)
 
 
 def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], out: Path) -> str:
@@ -270,7 +441,10 @@ def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], 
     tiles = [hr[y : y + size, x : x + size]] + [outs[k][y : y + size, x : x + size] for k in outs]
     tiles += [_diff_map(outs["population"], hr)[y : y + size, x : x + size],
               _diff_map(outs["switched"], hr)[y : y + size, x : x + size]]
-    big = [cv2.resize(t, (size * 3, size * 3), interpolation=cv2.INTER_NEAREST) for t in tiles]
+    labels = ["HR", "(i) population stats", "(ii) per-image batch stats", "(iii) switched", "|(i) - HR| x4",
+              "|(iii) - HR| x4"]
+    big = [_labelled(cv2.resize(t, (size * 3, size * 3), interpolation=cv2.INTER_NEAREST), label)
+           for t, label in zip(tiles, labels, strict=True)]
     figure = np.concatenate(big, axis=1)
     write_image(out / "bn_artifacts.png", figure)
     for k, img in outs.items():
@@ -283,7 +457,7 @@ def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], 
         "Y channel, full test images:", "",
         "| set | (i) population stats | (ii) per-image batch stats | (iii) switched |", "|---|---|---|---|", *rows, "",
         f"Largest gain of (iii) over (i): {gap:+.2f} dB on {set_name}/{image_name}. "
-        "`bn_study/bn_artifacts.png`, left to right: HR, (i), (ii), (iii), |(i) - HR| x4, |(iii) - HR| x4 "
+        "`bn_study/bn_artifacts.png`, left to right (labelled): HR, (i), (ii), (iii), |(i) - HR| x4, |(iii) - HR| x4 "
         f"(the {size}x{size} crop where (i) errs most, enlarged 3x).",
         "", "![BN artifacts](bn_study/bn_artifacts.png)"])
 

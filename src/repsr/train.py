@@ -179,6 +179,7 @@ class Trainer:
         self.dist = Distributed(config.device)
         self.device = self.dist.device
         self.ckpt_dir = self.out / "checkpoints"
+        self.log_file = self.out / "train.log"  # before _load, whose messages belong in it
         existing = self.checkpoints()
         if existing and not resume:
             raise RepsrError(f"{self.out}: has checkpoints already; use --resume to continue or another --out")
@@ -227,7 +228,6 @@ class Trainer:
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.log_file = self.out / "train.log"
         if self.patches.skipped:
             names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
             self.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
@@ -266,8 +266,10 @@ class Trainer:
         self.train_seconds = payload.get("train_seconds", 0.0)
         self.train_iterations = payload.get("train_iterations", 0)
         self.history, self.best = payload.get("history", []), payload.get("best", {})
-        self.frozen_affine = [(p, t.to(self.device)) for p, t in
-                              zip(self._bn_affine_params(), payload.get("frozen_affine", []), strict=False)]
+        frozen, params = payload.get("frozen_affine", []), self._bn_affine_params()
+        if frozen and len(frozen) != len(params):
+            raise RepsrError(f"{path}: holds {len(frozen)} frozen BN affine tensors, the network has {len(params)}")
+        self.frozen_affine = [(p, t.to(self.device)) for p, t in zip(params, frozen, strict=True)] if frozen else []
         self.log(f"resumed from {path} at iteration {self.iteration} (BN phase: {get_bn_phase(self.model)})")
 
     def save(self, tag: str | None = None) -> Path | None:
@@ -293,9 +295,9 @@ class Trainer:
             return
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
         tqdm.write(line, file=sys.stderr)
-        if hasattr(self, "log_file"):
-            with open(self.log_file, "a") as f:
-                f.write(line + "\n")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a") as f:
+            f.write(line + "\n")
 
     def _tensorboard(self):
         wanted = self.config.logger.tensorboard
