@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench bench-gpu clean
+.PHONY: demo test bench bench-gpu gpu-run clean
 
 $(VENV)/.runtime: pyproject.toml scripts/setup_env.sh
 	REPSR_VENV=$(VENV) scripts/setup_env.sh
@@ -29,6 +29,11 @@ bench: $(VENV)/.test
 # on a CUDA machine: deploy networks in fp32/fp16/bf16, batch 1 and 8, eager and CUDA graph, against the floor
 bench-gpu: $(VENV)/.test
 	$(PY) benchmarks/gpu_inference.py
+
+# the one-shot GPU session (scripts/gpu_run.py): device tests, bench-gpu, RepSR vs plain at batch 32 / patch 64;
+# prepare its data here first with: $(PY) scripts/gpu_run.py --prepare-data
+gpu-run: $(VENV)/.test
+	$(PY) scripts/gpu_run.py
 
 clean:
 	rm -rf $(VENV) runs
