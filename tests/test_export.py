@@ -9,8 +9,10 @@ from safetensors.torch import save_file
 from repsr import RepSRNet, reparameterize_model
 from repsr.blocks import branch_forward
 from repsr.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import convert, load_deploy, load_model, save_deploy
+from repsr.export import check_onnx, convert, export_onnx, load_deploy, load_model, onnx_input_shape, save_deploy
+from repsr.networks import CompactSRNet
 
 
 @pytest.fixture
@@ -106,3 +108,75 @@ def test_loading_never_unpickles_code(tmp_path):
         with pytest.raises(RepsrError, match="evil.pth: not a loadable"):
             loader(evil)
     assert not marker.exists()
+
+
+def _onnx_model(in_ch: int = 3, scale: int = 3) -> CompactSRNet:
+    model = CompactSRNet(in_ch, in_ch, 8, 2, scale)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    return model.eval()
+
+
+def test_onnx_is_dynamic_by_default(tmp_path):
+    import onnxruntime
+
+    model = _onnx_model()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    assert onnx_input_shape(path) == ["batch", 3, "height", "width"]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(2, 3, 17, 23), (1, 3, 40, 9), (2, 3, 1, 1)]:  # two sizes, batch 2
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        assert got.shape == expected.shape and abs(got - expected).max() <= 1e-5
+
+
+def test_onnx_static_records_the_shape(tmp_path):
+    import onnxruntime
+
+    model = _onnx_model(in_ch=1, scale=2)
+    path = export_onnx(model, tmp_path / "s.onnx", static_size=(24, 31))
+    assert onnx_input_shape(path) == [1, 1, 24, 31]
+    assert check_onnx(model, path, (1, 1, 24, 31)) <= 1e-5
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # the fixed graph refuses other sizes
+        session.run(None, {"input": torch.rand(1, 1, 25, 31).numpy()})
+
+
+def test_onnx_cli_prints_the_shape_it_wrote(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "repsr-x4-m4c16", "--onnx", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "input: float32[N,3,H,W] RGB in [0,1]; output: float32[N,3,4H,4W]" in text
+    assert "onnxruntime max |error|" in text
+    assert main(["export", "repsr-x4-m4c16", "--onnx", str(out), "--dynamic"]) == 0  # the old flag: a no-op
+    assert "input: float32[N,3,H,W]" in capsys.readouterr().out and onnx_input_shape(out)[0] == "batch"
+    assert main(["export", "repsr-x2-m4c16", "--onnx", str(out), "--static", "48x64"]) == 0
+    assert "input: float32[1,3,48,64] RGB in [0,1]; output: float32[1,3,96,128]" in capsys.readouterr().out
+    assert onnx_input_shape(out) == [1, 3, 48, 64]
+    gray = save_deploy(_onnx_model(in_ch=1, scale=3), tmp_path / "gray.safetensors")
+    assert main(["export", str(gray), "--onnx", str(out)]) == 0
+    assert "input: float32[N,1,H,W] one channel (gray or Y) in [0,1]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["48", "48x", "x64", "0x64", "48x0", "-4x4", "48*64", "axb", "48x64x3", ""])
+def test_onnx_cli_refuses_a_malformed_static_size(tmp_path, capsys, bad):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "repsr-x2-m4c16", "--onnx", str(out), f"--static={bad}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--static {bad!r}: expected HxW" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_onnx_cli_option_errors(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    for args, message in [(["--static", "8x8"], "give --onnx"),
+                          (["--onnx", str(out), "--static", "8x8", "--dynamic"], "contradict"),
+                          (["--onnx", str(tmp_path / "no" / "m.onnx")], "does not exist"),
+                          (["--onnx", str(tmp_path / "m.txt")], "ONNX files end in .onnx")]:
+        assert main(["export", "repsr-x2-m4c16", *args]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import RepsrError
+
+if TYPE_CHECKING:
+    from .networks import CompactSRNet
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -81,22 +85,100 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import check_onnx, export_onnx, load_model, save_deploy
+    from .export import load_model, save_deploy
+    from .ncnn import check_ncnn_name, default_ncnn_name
 
-    if not args.onnx and not args.compact:
-        raise RepsrError("export: give --onnx OUT.onnx and/or --compact OUT.pth|OUT.safetensors")
+    if not (args.onnx or args.compact or args.ncnn):
+        raise RepsrError("export: give --onnx OUT.onnx, --ncnn DIR and/or --compact OUT.pth|OUT.safetensors")
+    static = parse_static_size(args.static) if args.static is not None else None
+    if static and not args.onnx:
+        raise RepsrError("export: --static fixes the ONNX input; give --onnx OUT.onnx")
+    if static and args.dynamic:
+        raise RepsrError("export: --static and --dynamic contradict each other (ONNX is dynamic by default)")
+    if args.name is not None and not args.ncnn:
+        raise RepsrError("export: --name names the ncnn files; give --ncnn DIR")
     model = load_model(args.model)
+    name = None
+    if args.ncnn:  # checked before anything is written
+        name = args.name if args.name is not None else default_ncnn_name(_model_stem(args.model), model.upscale)
+        check_ncnn_name(name, model.upscale)
     if args.onnx:
-        path = export_onnx(model, args.onnx, dynamic=args.dynamic, opset=args.opset)
-        try:
-            shape = (2, model.num_in_ch, 37, 45) if args.dynamic else (1, model.num_in_ch, 64, 64)
-            note = f"; onnxruntime max |error| {check_onnx(model, path, shape):.1e}"
-        except ImportError:
-            note = " (install onnxruntime to verify it)"
-        print(f"wrote {path}{note}")
+        _export_onnx(model, args.onnx, static, args.opset)
+    if args.ncnn:
+        _export_ncnn(model, Path(args.ncnn), name)
     if args.compact:
         print(f"wrote {save_deploy(model, args.compact)}")
     return 0
+
+
+def parse_static_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``256x256``) -> (H, W), both positive."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise RepsrError(f"--static {text!r}: expected HxW with positive whole numbers, e.g. 256x256")
+    return int(match[1]), int(match[2])
+
+
+def _model_stem(model: str) -> str:
+    path = Path(model)
+    return path.stem if path.is_file() else path.name  # a file's stem, or a bundled model's name
+
+
+def _channels_text(channels: int) -> str:
+    return {1: "one channel (gray or Y)", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
+
+
+def _export_onnx(model: CompactSRNet, path: str, static: tuple[int, int] | None, opset: int) -> None:
+    from .export import check_onnx, export_onnx, onnx_input_shape
+
+    path = export_onnx(model, path, opset=opset, static_size=static)
+    c, s = model.num_in_ch, model.upscale
+    shape: list = [1, c, *static] if static else ["N", c, "H", "W"]
+    try:
+        names = {"batch": "N", "height": "H", "width": "W"}
+        shape = [names.get(d, d) if isinstance(d, str) else d for d in onnx_input_shape(path)]
+        note = f"; onnxruntime max |error| {check_onnx(model, path, (1, c, *static) if static else (2, c, 37, 45)):.1e}"
+    except ImportError:
+        note = " (install repsr[onnx] to verify it)"
+    out = [d * s if isinstance(d, int) else f"{s}{d}" for d in shape[2:]]
+    print(f"wrote {path}{note}")
+    print(f"  input: float32[{','.join(map(str, shape))}] {_channels_text(c)} in [0,1]; "
+          f"output: float32[{shape[0]},{model.num_out_ch},{out[0]},{out[1]}]")
+
+
+def _export_ncnn(model: CompactSRNet, folder: Path, name: str) -> None:
+    import shlex
+
+    from .ncnn import INPUT_BLOB, OUTPUT_BLOB, check_ncnn, export_ncnn
+
+    param, weights = export_ncnn(model, folder, name)
+    c, s = model.num_in_ch, model.upscale
+    try:
+        note = f"; ncnn max |error| {check_ncnn(model, param, weights, (1, c, 37, 45)):.1e}"
+    except ImportError:
+        note = " (install repsr[ncnn] to verify it)"
+    print(f"wrote {param} + {weights.name} (fp32){note}")
+    print(f"  input blob {INPUT_BLOB!r}: float32 CHW {_channels_text(c)} in [0,1]; output blob {OUTPUT_BLOB!r}: x{s}")
+    print(f"  realesrgan-ncnn-vulkan -i in.png -o out.png -m {shlex.quote(str(folder))} -n {name} -s {s}")
+    notes = []
+    if folder.resolve().name == "models":
+        print(f"  Upscayl: Settings > Add Custom Models > select this 'models' folder; then pick {name!r}")
+    else:
+        notes.append("Upscayl accepts only a folder named 'models', and realesrgan-ncnn-vulkan needs 'models' "
+                     "in its -m path: put the two files in such a folder")
+    if c != 3 or model.num_out_ch != 3:
+        notes.append(f"{c}-channel input: realesrgan-ncnn-vulkan and Upscayl feed RGB, so only your own ncnn "
+                     "code can run this model")
+    if model.num_conv + 2 > 10:
+        notes.append(f"realesrgan-ncnn-vulkan and Upscayl overlap tiles by 10 px and this network sees "
+                     f"{model.num_conv + 2} px, so tile seams can differ slightly from one pass "
+                     "(as with Real-ESRGAN's own Compact models)")
+    if len(f"{folder}/{name}.param") > 255:
+        notes.append("realesrgan-ncnn-vulkan cuts model paths at 255 characters: use a shorter -m path")
+    for text in notes:
+        print(f"  note: {text}")
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
@@ -172,11 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the bundled models with their validation PSNR/SSIM")
     models.set_defaults(func=_cmd_models)
 
-    ex = sub.add_parser("export", help="export a model to ONNX or to a Compact file (spandrel/chaiNNer/ComfyUI)")
+    ex = sub.add_parser("export", help="export a model to ONNX, ncnn (Upscayl, realesrgan-ncnn-vulkan) or a "
+                                       "Compact file (spandrel/chaiNNer/ComfyUI)")
     ex.add_argument("model", help="bundled model name, deploy file or training checkpoint")
-    ex.add_argument("--onnx", metavar="OUT.onnx")
-    ex.add_argument("--dynamic", action="store_true", help="ONNX with free batch, height and width")
+    ex.add_argument("--onnx", metavar="OUT.onnx", help="ONNX with free batch, height and width (float32 NCHW in [0,1])")
+    ex.add_argument("--static", metavar="HxW", help="fix the ONNX input to 1 x C x H x W, e.g. 256x256")
+    ex.add_argument("--dynamic", action="store_true",
+                    help="accepted for compatibility and ignored: ONNX is dynamic by default")
     ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--ncnn", metavar="DIR", help="write DIR/NAME.param + DIR/NAME.bin (fp32) for ncnn, Upscayl and "
+                    "realesrgan-ncnn-vulkan (name the folder 'models' for them)")
+    ex.add_argument("--name", help="ncnn model name; Upscayl reads the scale from it, so it must say x2/x3/x4 "
+                    "(default: the model's name or file stem, plus -x<scale> if missing)")
     ex.add_argument("--compact", metavar="OUT", help="OUT.pth or OUT.safetensors in SRVGGNetCompact layout")
     ex.set_defaults(func=_cmd_export)
 

@@ -164,25 +164,44 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, use_ema: bool 
     return save_deploy(load_model(source, use_ema=use_ema), output)
 
 
-def export_onnx(model: CompactSRNet, path: str | os.PathLike, dynamic: bool = False, opset: int = 17,
-                example_size: tuple[int, int] = (64, 64)) -> Path:
+def export_onnx(model: CompactSRNet, path: str | os.PathLike, dynamic: bool = True, opset: int = 17,
+                static_size: tuple[int, int] | None = None) -> Path:
     """Write ``model`` as ONNX: float32 NCHW in [0, 1] in, the upscaled image out (like the module).
 
-    ``dynamic`` makes batch, height and width free; otherwise the graph is fixed to a
-    ``1 x C x example_size`` input. Uses the TorchScript-based exporter, which needs no onnxscript.
+    Batch, height and width are free by default, so one file serves every image size; ``static_size``
+    (H, W) fixes the input to ``1 x C x H x W`` for runtimes that want fixed shapes (``dynamic=False``
+    alone: 64 x 64). Uses the TorchScript-based exporter, which needs no onnxscript.
     """
     path = Path(path)
     if path.suffix != ".onnx":
         raise RepsrError(f"{path}: ONNX files end in .onnx")
+    if static_size is not None and (len(static_size) != 2 or min(static_size) < 1):
+        raise RepsrError(f"{path}: a static input size is two positive numbers (H, W), got {static_size}")
+    if not path.parent.is_dir():
+        raise RepsrError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise RepsrError(f"{path}: is a folder")
+    static = static_size is not None or not dynamic
     model = copy.deepcopy(model).float().cpu().eval()
-    x = torch.rand(1, model.num_in_ch, *example_size)
-    axes = {"input": {0: "batch", 2: "height", 3: "width"},
-            "output": {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
-    with atomic_write(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's concern
-        torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["output"],
-                          opset_version=opset, dynamic_axes=axes, dynamo=False)
+    x = torch.rand(1, model.num_in_ch, *(static_size or (64, 64)))
+    axes = None if static else {"input": {0: "batch", 2: "height", 3: "width"},
+                                "output": {0: "batch", 2: "out_height", 3: "out_width"}}
+    try:
+        with atomic_write(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's concern
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["output"],
+                              opset_version=opset, dynamic_axes=axes, dynamo=False)
+    except OSError as e:
+        raise RepsrError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
+
+
+def onnx_input_shape(path: str | os.PathLike) -> list[int | str]:
+    """The input shape recorded in an ONNX file: numbers for fixed axes, names for free ones."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
 def check_onnx(model: CompactSRNet, path: str | os.PathLike, shape: tuple[int, ...]) -> float:
