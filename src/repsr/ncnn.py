@@ -154,7 +154,7 @@ def export_ncnn(model: CompactSRNet, folder: str | os.PathLike, name: str) -> tu
             tmp_bin.write_bytes(data)
             tmp_param.write_text(text, encoding="ascii")
     except OSError as e:
-        raise RepsrError(f"{e.filename or folder}: cannot write ({e.strerror or e})") from None
+        raise RepsrError(f"{folder}: cannot write {name}.param/.bin ({e.strerror or e})") from None
     return param, weights
 
 
