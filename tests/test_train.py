@@ -1,6 +1,7 @@
 """Training: schedule, EMA/merge consistency, bit-exact resume after SIGKILL, 2-process DDP (gloo)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -214,3 +215,16 @@ def test_models_without_bn_have_no_switch(images, tmp_path):
     trainer.run()
     log = (tmp_path / "train.log").read_text()
     assert "population statistics re-estimated" not in log and "BN switch at None" in log
+
+
+def test_compiled_training_follows_the_eager_trajectory(images, tmp_path):
+    """train.compile: the same loss at every iteration as eager within float32 tolerance, across the BN switch.
+    (Weights are not compared: Adam turns the float32 noise of exactly-zero gradients, such as a
+    batch-phase BN path's expand bias, into full-size steps, differently in each.)"""
+    overrides = {"train.total_iter": 8, "train.bn.switch": 0.5, "deterministic": False, "logger.print_every": 1}
+    losses = []
+    for run, compile_ in (("eager", False), ("compiled", True)):
+        Trainer(load_config(tiny(images, **overrides, **{"train.compile": compile_})), tmp_path / run).run()
+        losses.append(np.float64(re.findall(r"loss ([0-9.]+)", (tmp_path / run / "train.log").read_text())))
+    assert len(losses[0]) == 8
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

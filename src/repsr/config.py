@@ -92,6 +92,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     ema_decay: float = 0.999  # 0 disables EMA
     bn: BNConfig = field(default_factory=BNConfig)
+    # torch.compile the training forward: no gain on a 2-core CPU (benchmarks/RESULTS.md, train_profile),
+    # meant for GPUs, where small networks are bound by kernel launches
+    compile: bool = False
 
 
 @dataclass
@@ -227,7 +230,9 @@ def read_config_dict(source: str) -> dict[str, Any]:
     else:
         preset = resources.files("repsr").joinpath("presets", f"{source}.yml")
         if not preset.is_file():
-            raise RepsrError(f"{source}: neither a config file nor a preset ({', '.join(preset_names())})")
+            close = difflib.get_close_matches(source.lower().replace("-", "_"), preset_names(), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise RepsrError(f"{source}: neither a config file nor a preset{hint} ({', '.join(preset_names())})")
         text = preset.read_text()
     try:
         data = yaml.safe_load(text) or {}

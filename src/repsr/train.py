@@ -228,6 +228,8 @@ class Trainer:
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.train.compile:
+            self.net = torch.compile(self.net)
         if self.patches.skipped:
             names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
             self.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
