@@ -9,7 +9,6 @@ run, and iterations per second of eager against ``torch.compile`` (``train.compi
 from __future__ import annotations
 
 import argparse
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +82,8 @@ def main() -> None:
              "torch.profiler self time in convolution kernels (forward + backward) over all ops, 10 iterations. "
              "MACs: multiply-adds per LR pixel of the forward's convs as they run (RepSR's batch phase runs its "
              "paths below 32 channels; the population phase runs one merged conv per block).\n\n"
-             "| network | eager ms | it/s | vs plain | conv share | conv MACs/px | torch.compile ms | compile speed-up |\n"
+             "| network | eager ms | it/s | vs plain | conv share | conv MACs/px | torch.compile ms "
+             "| compile speed-up |\n"
              "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     print(table)
     record("train_profile", table, {"seconds": times, "conv_share": shares, "macs_per_px": macs})
