@@ -1,5 +1,7 @@
 """repsr.upscale: colour conventions, dtypes, precision, and tiled == untiled."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,30 @@ def test_tiled_equals_untiled(model, h, w, tile):
     # float32: equal up to the last bits (conv summation order depends on the tensor width)
     fast = prepare(model, torch.device("cpu"))
     torch.testing.assert_close(run_tiled(fast, x, 2, tile=tile), run_tiled(fast, x, 2), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_fused_image_path_rounds_exactly_like_the_float_path(model, dtype):
+    """upscale's fused path (residual before the shuffle, rounding on the device) == the network, then clip/round."""
+    net = prepare(model, torch.device("cpu"), "fp32", "torch")
+    peak = {np.uint8: 255, np.uint16: 65535, np.float32: 1}[dtype]
+    img = np.random.default_rng(5).integers(0, 256, (19, 23, 3)).astype(dtype) * (257 if peak == 65535 else 1)
+    if peak == 1:
+        img /= 255
+    x = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1) / np.float32(peak))[None]
+    for tile in (0, 6):  # fp32 tiles sum in another order than one pass: compare like with like
+        expected = np.clip(run_tiled(net, x, 2, tile=tile)[0].numpy().transpose(1, 2, 0), 0, 1)
+        if peak > 1:
+            expected = np.floor(expected * np.float32(peak) + np.float32(0.5))
+        np.testing.assert_array_equal(upscale(img, net, prepared=True, tile=tile), expected.astype(dtype))
+
+
+def test_nan_guard_looks_at_the_values_when_their_sum_overflows(model):
+    huge = copy.deepcopy(model)
+    with torch.no_grad():
+        huge.body[-1].bias.fill_(1e37)  # finite values whose sum is inf
+    img = np.random.default_rng(6).integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    assert (upscale(img, huge) == 255).all()
 
 
 def test_receptive_radius_counts_the_convs(model):

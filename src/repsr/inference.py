@@ -7,20 +7,33 @@ in float32 the conv libraries' summation order depends on the tensor's width, so
 differ in the last bits (about 1e-7), which can flip a rare pixel at a rounding boundary by one
 level. The image stays on the CPU and only tiles move to the device; on GPU out-of-memory the
 tile size halves and the image restarts.
+
+End to end, an image whose channels are the network's (RGB, RGBA's colour, gray for a 1-channel network)
+takes the fused path: the tile goes to the device as it is (uint8 stays uint8), the nearest-upsampled input
+is added to the tail conv's output before the pixel shuffle (in LR layout: no upsampled copy), clipping and
+rounding happen on the device, and the pixel shuffle moves the rounded values (a quarter of the bytes for
+uint8); a sum of the float result is the NaN/inf check (one read; an exact check runs only when it fails).
+The result equals the float path's (:func:`run_tiled`, then clip and round) value for value. Prepared
+networks are cached per model (weakly, keyed by its parameters' identity and version), so calling
+:func:`upscale` with the same model again costs no copy and no recompilation.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .backends import PEAKS, OpenVINONet, resolve_backend
 from .errors import RepsrError
 from .metrics import rgb2ycbcr, ycbcr2rgb
+from .networks import CompactSRNet
 from .resize import imresize
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
@@ -65,14 +78,61 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         raise RepsrError(f"--device: unknown device {name!r}") from None
 
 
-def prepare(model: nn.Module, device: torch.device, precision: str = "fp32") -> nn.Module:
-    """A copy of ``model`` on ``device`` in ``precision``, in eval mode, channels_last."""
+def prepare(model: nn.Module, device: torch.device | str, precision: str = "fp32",
+            backend: str = "auto") -> nn.Module:
+    """A copy of ``model`` ready to run: on ``device`` in ``precision``, eval mode, channels_last; or, on the CPU,
+    an :class:`~repsr.backends.OpenVINONet` where that is the faster runtime (``backend="auto"``, see
+    :func:`repsr.backends.resolve_backend`)."""
     if precision not in PRECISIONS:
         raise RepsrError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = pick_device(device)
+    if isinstance(model, OpenVINONet):
+        model = model.net
+    backend, precision = resolve_backend(model, device, precision, backend)
+    if backend == "openvino":
+        return OpenVINONet(model, precision)
     prepared = copy.deepcopy(model).to(device=device, dtype=PRECISIONS[precision]).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # tiles repeat the same shapes: autotuning pays off
     return prepared.to(memory_format=torch.channels_last)
+
+
+_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def prepared_model(model: nn.Module, device: torch.device | str = "auto", precision: str = "fp32",
+                   backend: str = "auto") -> nn.Module:
+    """:func:`prepare`, cached per model while its weights stay the same (a copy, or an OpenVINO compilation,
+    costs as much as the network on a small image)."""
+    device = pick_device(device)
+    if isinstance(model, OpenVINONet):
+        return model
+    key = (str(device), precision, backend)
+    fingerprint = _fingerprint(model)
+    try:
+        cache = _prepared.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return prepare(model, device, precision, backend)
+    hit = cache.get(key)
+    if hit is None or hit[0] != fingerprint:
+        hit = cache[key] = (fingerprint, prepare(model, device, precision, backend))
+    return hit[1]
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype, str]:
+    """Device and dtype of the tensors ``model`` takes, and the name of the precision it computes in."""
+    param = next(model.parameters())
+    name = model.precision if isinstance(model, OpenVINONet) else str(param.dtype).split(".")[-1]
+    return param.device, param.dtype, name
+
+
+def _nan_error(name: str) -> RepsrError:
+    return RepsrError(f"the network produced NaN/inf values in {name}; use --precision fp32")
 
 
 @torch.inference_mode()
@@ -84,17 +144,19 @@ def run_tiled(model: nn.Module, x: Tensor, scale: int, tile: int | None = None,
     measured-fastest (:func:`auto_tile`), 0 is the whole image. On CUDA
     out-of-memory the tile size halves (down to 16) and the image is processed again.
     """
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
+    device, dtype, _ = _placement(model)
     if tile is None:
         tile = auto_tile(model, x.shape, device, dtype)
-    _, _, h, w = x.shape
+    return _halving_on_oom(lambda t: _tiles(model, x, scale, t, device, dtype, progress), tile, x.shape[-2:])
+
+
+def _halving_on_oom(run: Callable[[int], object], tile: int, hw: tuple[int, int]):
     while True:
         try:
-            return _tiles(model, x, scale, tile, device, dtype, progress)
+            return run(tile)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            size = tile or max(h, w)
+            size = tile or max(hw)
             if size <= MIN_TILE:
                 raise RepsrError("out of GPU memory even with 16-pixel tiles") from None
             tile = max(MIN_TILE, size // 2)
@@ -113,8 +175,7 @@ def _tiles(model, x, scale, tile, device, dtype, progress) -> Tensor:
         part = x[:, :, py0:py1, px0:px1].to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         result = model(part)
         if not torch.isfinite(result).all():
-            name = str(dtype).split(".")[-1]
-            raise RepsrError(f"the network produced NaN/inf values in {name}; use --precision fp32")
+            raise _nan_error(_placement(model)[2])
         result = result[:, :, (y0 - py0) * scale : (y1 - py0) * scale, (x0 - px0) * scale : (x1 - px0) * scale]
         if out is None:
             out = torch.empty(1, result.shape[1], h * scale, w * scale)
@@ -144,24 +205,128 @@ def _from_float(image: np.ndarray, peak: float | None, dtype: np.dtype) -> np.nd
     return image.astype(dtype)
 
 
+def _fusable(model: nn.Module, channels: int) -> bool:
+    """Whether the fused image path computes this model's function: a Compact network whose input and output
+    channels are the image's (the same layers in the same order; an OpenVINO network always is one)."""
+    net = model.net if isinstance(model, OpenVINONet) else model
+    return isinstance(net, CompactSRNet) and net.num_in_ch == net.num_out_ch == channels
+
+
+def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    """One HWC tile through a PyTorch Compact network, returned upscaled, clipped and rounded in ``part``'s dtype.
+
+    The same arithmetic as the network followed by :func:`_from_float`: the input is divided by the peak in
+    float32 and cast to the network's dtype, the residual is added in that dtype, and the result is clipped,
+    scaled, offset by 0.5 and truncated in float32 (truncation is floor for values >= 0).
+    """
+    h, w, c = part.shape
+    s = int(model.upscale)
+    t = torch.from_numpy(np.ascontiguousarray(part)).to(device)
+    x = t.permute(2, 0, 1)[None].float()  # NCHW view of the HWC tile: channels_last strides, no copy
+    peak = PEAKS.get(part.dtype)
+    if peak is not None:
+        x = x.div_(peak)  # a new tensor: .float() of an integer tensor copies
+    x = x.to(dtype)
+    y = x
+    for layer in model.body:
+        y = layer(y)
+    y = y.permute(0, 2, 3, 1).reshape(h, w, c, s, s)  # channels_last: a view
+    y += x[0].permute(1, 2, 0)[:, :, :, None, None]  # the nearest-upsampled input, before the pixel shuffle
+    y = y.float()
+    if not torch.isfinite(y.sum()) and not torch.isfinite(y).all():  # the sum overflows only for huge values
+        raise _nan_error(str(dtype).split(".")[-1])
+    y.clamp_(0, 1)
+    if peak is not None:
+        y = y.mul_(peak).add_(0.5).to(torch.uint8 if peak == 255 else torch.int32)
+    out = y.permute(0, 3, 1, 4, 2).reshape(h * s, w * s, c).cpu().numpy()  # pixel shuffle, on the rounded values
+    return out.astype(np.uint16) if part.dtype == np.uint16 else out
+
+
+def _image_tile(model: nn.Module, part: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    if not isinstance(model, OpenVINONet):
+        return _torch_image(model, part, device, dtype)
+    out, finite = model.run_image(part)
+    if not finite:  # the sum check failed: look at the values themselves
+        x = torch.from_numpy(part.astype(np.float32) / PEAKS.get(part.dtype, 1.0)).permute(2, 0, 1)[None]
+        if not torch.isfinite(model(x)).all():
+            raise _nan_error(model.precision)
+    return out
+
+
+@torch.inference_mode()
+def run_image(model: nn.Module, image: np.ndarray, tile: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The fused path of :func:`upscale`: a prepared Compact ``model`` on an HWC ``image`` (uint8, uint16 or
+    float32) with as many channels as the model, in tiles as in :func:`run_tiled`; the result has its dtype."""
+    device, dtype, _ = _placement(model)
+    h, w, c = image.shape
+    if tile is None:
+        tile = auto_tile(model, (1, c, h, w), device, dtype)
+    return _halving_on_oom(lambda t: _image_tiles(model, image, t, device, dtype, progress), tile, (h, w))
+
+
+def _image_tiles(model, image, tile, device, dtype, progress) -> np.ndarray:
+    h, w, c = image.shape
+    scale = int(model.upscale)
+    tile = tile or max(h, w)
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    if rows * cols == 1:
+        out = _image_tile(model, image, device, dtype)
+        if progress is not None:
+            progress(1, 1)
+        return out
+    pad = receptive_radius(model)
+    out = np.empty((h * scale, w * scale, c), dtype=image.dtype)
+    for index in range(rows * cols):
+        y0, x0 = (index // cols) * tile, (index % cols) * tile
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        py0, px0, py1, px1 = max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad)
+        result = _image_tile(model, image[py0:py1, px0:px1], device, dtype)
+        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
+            (y0 - py0) * scale : (y1 - py0) * scale, (x0 - px0) * scale : (x1 - px0) * scale]
+        if progress is not None:
+            progress(index + 1, rows * cols)
+    return out
+
+
 def upscale(image: np.ndarray, model: nn.Module | str, tile: int | None = None, device: str | torch.device = "auto",
             precision: str = "fp32", progress: Callable[[int, int], None] | None = None,
-            prepared: bool = False) -> np.ndarray:
+            prepared: bool = False, backend: str = "auto") -> np.ndarray:
     """Super-resolve a NumPy image (HxW, HxWx1/2/3/4; uint8, uint16 or float in [0, 1]).
 
     The result has the input's dtype and channels: gray stays gray, alpha is upscaled by bicubic,
     a Y-channel model upscales Y and takes CbCr by bicubic. ``model`` is a network, a bundled
-    model's name or a model file.
+    model's name or a model file; ``prepared=True`` says it came from :func:`prepare` already (otherwise
+    the prepared copy is cached for the next call). ``backend``: see :mod:`repsr.backends`.
     """
     if isinstance(model, str):
         from .export import load_model
 
         model = load_model(model)
     if not prepared:
-        model = prepare(model, pick_device(device), precision)
+        model = prepared_model(model, device, precision, backend)
     scale = int(model.upscale)
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise RepsrError(f"unsupported image shape {image.shape}")
+    if image.dtype not in PEAKS and not np.issubdtype(image.dtype, np.floating):
+        raise RepsrError(f"unsupported image dtype {image.dtype} (uint8, uint16 or float)")
+    hwc = image[:, :, None] if image.ndim == 2 else image
+    color = hwc[:, :, :-1] if hwc.shape[2] in (2, 4) else hwc
+    if _fusable(model, color.shape[2]):
+        fused = color if color.dtype in PEAKS else color.astype(np.float32, copy=False)
+        result = run_image(model, fused, tile, progress)
+        if hwc.shape[2] in (2, 4):
+            alpha, peak = _to_float(hwc[:, :, -1])
+            alpha = _from_float(imresize(alpha.astype(np.float64), scale), peak, image.dtype)
+            result = np.concatenate([result, alpha[:, :, None]], axis=2)
+        result = result.astype(image.dtype, copy=False)
+        return result[:, :, 0] if image.ndim == 2 else result
+    return _upscale_float(image, model, scale, tile, progress)
+
+
+def _upscale_float(image: np.ndarray, model: nn.Module, scale: int, tile: int | None,
+                   progress: Callable[[int, int], None] | None) -> np.ndarray:
+    """Colour conversions around the network in float: gray into an RGB network, RGB into a Y network."""
     img, peak = _to_float(image)
     if img.ndim == 2:
         img = img[:, :, None]
@@ -186,8 +351,8 @@ def upscale(image: np.ndarray, model: nn.Module | str, tile: int | None = None, 
         if gray:
             result = np.clip(result, 0, 1) @ GRAY_WEIGHTS.astype(np.float32)
             result = result[:, :, None]
-    if alpha is not None:
-        result = np.concatenate([result, imresize(alpha.astype(np.float64), scale)[:, :, None]], axis=2)
-    if image.ndim == 2:
-        result = result[:, :, 0]
-    return _from_float(result, peak, image.dtype)
+    result = _from_float(result, peak, image.dtype)
+    if alpha is not None:  # rounded on its own, in float64, as on the fused path
+        alpha = _from_float(imresize(alpha.astype(np.float64), scale), peak, image.dtype)
+        result = np.concatenate([result, alpha[:, :, None]], axis=2)
+    return result[:, :, 0] if image.ndim == 2 else result

@@ -1,0 +1,213 @@
+"""Where the deploy network runs on the CPU: PyTorch, or OpenVINO when installed (``pip install repsr[openvino]``).
+
+Measured on this project's benchmark machine (``benchmarks/cpu_runtimes.py``): PyTorch's bf16
+convolutions on CPU are several times slower than its fp32 ones, while OpenVINO's bf16 runs the
+same networks 1.3-2x faster than fp32; so ``--precision bf16`` on a CPU uses OpenVINO when it is
+installed and the CPU has bf16 instructions, and otherwise says why and stays in fp32. In fp32
+:data:`OPENVINO_FP32_MIN_FEAT` says from which width OpenVINO is the faster runtime.
+
+:class:`OpenVINONet` is an ``nn.Module`` (float NCHW in, float NCHW out, like the PyTorch network)
+so that everything written for a prepared model keeps working, plus :meth:`OpenVINONet.run_image`,
+one call from an image tile (uint8, uint16 or float32 HWC) to the upscaled tile in the same dtype:
+conversion, residual, clipping and rounding all happen inside the compiled graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import RepsrError
+from .networks import CompactSRNet
+
+BACKENDS = ("auto", "torch", "openvino")
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+# In fp32, OpenVINO beats PyTorch's channels_last path only on wide networks (its f32 convolutions are
+# faster there); on M4C16 the end-to-end PyTorch path is as fast or faster. See benchmarks/RESULTS.md.
+OPENVINO_FP32_MIN_FEAT = 32
+PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+_told: set[str] = set()
+
+
+def notice(message: str) -> None:
+    """Print ``repsr: message`` on stderr, once per process (a fallback is worth one line, not one per image)."""
+    if message not in _told:
+        _told.add(message)
+        print(f"repsr: {message}", file=sys.stderr)
+
+
+@functools.cache
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), which fast bf16 needs."""
+    if openvino_available():
+        import openvino as ov
+
+        try:
+            return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        except RuntimeError:
+            return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_backend(model: nn.Module, device: torch.device, precision: str, backend: str = "auto") -> tuple[str, str]:
+    """The (backend, precision) to run: ``backend="auto"`` picks the measured-fastest, with a notice on any fallback."""
+    if backend not in BACKENDS:
+        raise RepsrError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return backend, precision
+    on_cpu, compact = device.type == "cpu", isinstance(model, CompactSRNet)
+    if backend == "openvino":
+        if not on_cpu:
+            raise RepsrError(f"--backend openvino runs on the CPU, not on {device.type}")
+        if precision not in OPENVINO_PRECISIONS:
+            raise RepsrError(f"--backend openvino runs fp32 or bf16, not {precision}")
+        if not compact:
+            raise RepsrError("--backend openvino runs deploy networks (CompactSRNet); merge the model first")
+        if not openvino_available():
+            raise RepsrError("--backend openvino: OpenVINO is not installed (pip install 'repsr[openvino]')")
+        if precision == "bf16" and not cpu_has_bf16():
+            notice("this CPU has no bf16 instructions (AVX512-BF16/AMX); running in fp32")
+            precision = "fp32"
+        return backend, precision
+    if not on_cpu or precision not in OPENVINO_PRECISIONS:
+        return "torch", precision
+    if precision == "bf16":
+        if not cpu_has_bf16():
+            notice("this CPU has no bf16 instructions (AVX512-BF16/AMX); running in fp32")
+            precision = "fp32"
+        elif not openvino_available():
+            notice("bf16 on the CPU is fast only with OpenVINO (pip install 'repsr[openvino]'); running in fp32")
+            precision = "fp32"
+        elif not compact:
+            notice("bf16 on the CPU runs deploy networks only (PyTorch's bf16 is slower than fp32); running in fp32")
+            precision = "fp32"
+        else:
+            return "openvino", "bf16"
+    if compact and openvino_available() and model.num_feat >= OPENVINO_FP32_MIN_FEAT:
+        return "openvino", "fp32"
+    return "torch", "fp32"
+
+
+def _const(array: np.ndarray):
+    import openvino.opset13 as ops
+
+    return ops.constant(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def build_openvino_graph(model: CompactSRNet, image_dtype: np.dtype | None = None):
+    """The OpenVINO model of ``model``: float NCHW in and out, or, with ``image_dtype``, an HWC image tile of that
+    dtype in and the upscaled tile out as (1, H, s, W, s, C), clipped and rounded like :func:`repsr.upscale`.
+
+    The nearest-upsampled input is added before the pixel shuffle (one add in LR layout, no upsampled copy), and
+    a second output, the sum of the float result, is finite exactly when the result is (barring overflow).
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    s, c = model.upscale, model.num_out_ch
+    convs = [m for m in model.body if isinstance(m, nn.Conv2d)]
+    acts = [m for m in model.body if isinstance(m, nn.PReLU)]
+    if image_dtype is None:
+        x = ops.parameter([-1, model.num_in_ch, -1, -1], np.float32, name="input")
+        xf = x
+    else:
+        image_dtype = np.dtype(image_dtype)
+        x = ops.parameter([1, -1, -1, model.num_in_ch], image_dtype, name="image")
+        xf = ops.convert(x, ov.Type.f32)
+        if image_dtype in PEAKS:
+            xf = ops.divide(xf, _const(np.array(PEAKS[image_dtype])))
+        xf = ops.transpose(xf, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    h = xf
+    for k, conv in enumerate(convs):
+        h = ops.convolution(h, _const(conv.weight.detach().cpu().double().numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
+        h = ops.add(h, _const(conv.bias.detach().cpu().double().numpy().reshape(1, -1, 1, 1)))
+        if k < len(acts):
+            h = ops.prelu(h, _const(acts[k].weight.detach().cpu().double().numpy()))
+    shape = ops.shape_of(xf)
+    n, hh, ww = (ops.gather(shape, ops.constant(np.array([i], np.int64)), ops.constant(np.int64(0))) for i in (0, 2, 3))
+
+    def dims(*parts):
+        return ops.concat([p if not isinstance(p, int) else ops.constant(np.array([p], np.int64)) for p in parts], 0)
+
+    y = ops.add(ops.reshape(h, dims(n, c, s * s, hh, ww), False), ops.reshape(xf, dims(n, model.num_in_ch, 1, hh, ww),
+                                                                                  False))
+    check = ops.reduce_sum(y, ops.constant(np.array([0, 1, 2, 3, 4], np.int64)), False, name="sum")
+    if image_dtype is None:
+        out = ops.depth_to_space(ops.reshape(y, dims(n, c * s * s, hh, ww), False), "depth_first", s)
+    else:
+        q = ops.clamp(y, 0.0, 1.0)
+        if image_dtype in PEAKS:
+            q = ops.floor(ops.add(ops.multiply(q, _const(np.array(PEAKS[image_dtype]))), _const(np.array(0.5))))
+            q = ops.convert(q, ov.Type.u8 if image_dtype == np.uint8 else ov.Type.u16)
+        q = ops.reshape(q, dims(1, c, s, s, hh, ww), False)
+        out = ops.transpose(q, ops.constant(np.array([0, 4, 2, 5, 3, 1], np.int64)))
+    return ov.Model([out, check], [x], "repsr")
+
+
+class OpenVINONet(nn.Module):
+    """A deploy network compiled by OpenVINO for the CPU, in ``precision`` (fp32 or bf16).
+
+    Called like the PyTorch network (float NCHW in [0, 1] in and out); :meth:`run_image` is the fused
+    image path. The PyTorch network is kept (in fp32, unused by the forward) for what is read off a model:
+    its scale, channels and receptive field.
+    """
+
+    def __init__(self, model: CompactSRNet, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__()
+        import openvino as ov
+
+        if precision not in OPENVINO_PRECISIONS:
+            raise RepsrError(f"OpenVINO runs fp32 or bf16, not {precision}")
+        self.net = copy.deepcopy(model).float().cpu().eval()
+        self.upscale, self.precision = model.upscale, precision
+        self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        self._core = ov.Core()
+        self._config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
+                        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        self._requests: dict[str, object] = {}
+
+    def _request(self, image_dtype: np.dtype | None):
+        key = "float" if image_dtype is None else np.dtype(image_dtype).name
+        if key not in self._requests:
+            graph = build_openvino_graph(self.net, image_dtype)
+            self._requests[key] = self._core.compile_model(graph, "CPU", self._config).create_infer_request()
+        return self._requests[key]
+
+    def forward(self, x: Tensor) -> Tensor:
+        request = self._request(None)
+        request.infer({0: np.ascontiguousarray(x.detach().float().cpu().numpy())}, share_inputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    def run_image(self, tile: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The upscaled HWC ``tile`` (uint8, uint16 or float32; C = the model's channels), and whether its float
+        values were all finite (the sum check; see :func:`build_openvino_graph`)."""
+        import openvino as ov
+
+        h, w, c = tile.shape
+        s = self.upscale
+        request = self._request(tile.dtype)
+        out = np.empty((1, h, s, w, s, c), dtype=tile.dtype)
+        request.set_output_tensor(0, ov.Tensor(out, shared_memory=True))
+        request.infer({0: np.ascontiguousarray(tile)[None]}, share_inputs=True)
+        finite = bool(np.isfinite(request.get_output_tensor(1).data).all())
+        return out.reshape(h * s, w * s, c), finite

@@ -1,0 +1,144 @@
+"""repsr.backends: which runtime runs a network, and the OpenVINO network against the PyTorch one."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_bn
+
+from repsr import RepSRNet, backends, reparameterize_model
+from repsr.errors import RepsrError
+from repsr.inference import prepare, prepared_model, run_image, upscale
+from repsr.networks import CompactSRNet
+
+CPU = torch.device("cpu")
+ov = pytest.importorskip("openvino")  # in the test extra; skipped only where no wheel exists for the platform
+
+
+@pytest.fixture(scope="module")
+def model():
+    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 3), seed=5))
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretend to be a machine with or without OpenVINO and bf16 instructions."""
+
+    def set_machine(openvino: bool, bf16: bool) -> None:
+        monkeypatch.setattr(backends, "openvino_available", lambda: openvino)
+        monkeypatch.setattr(backends, "cpu_has_bf16", lambda: bf16)
+        monkeypatch.setattr(backends, "_told", set())
+
+    return set_machine
+
+
+def test_auto_picks_openvino_for_bf16_and_for_wide_fp32(machine, capsys):
+    narrow, wide = CompactSRNet(num_feat=16, num_conv=1), CompactSRNet(num_feat=backends.OPENVINO_FP32_MIN_FEAT,
+                                                                       num_conv=1)
+    machine(openvino=True, bf16=True)
+    assert backends.resolve_backend(narrow, CPU, "bf16") == ("openvino", "bf16")
+    assert backends.resolve_backend(narrow, CPU, "fp32") == ("torch", "fp32")
+    assert backends.resolve_backend(wide, CPU, "fp32") == ("openvino", "fp32")
+    for precision in ("fp16", "fp64"):
+        assert backends.resolve_backend(wide, CPU, precision) == ("torch", precision)
+    assert backends.resolve_backend(wide, torch.device("cuda"), "bf16") == ("torch", "bf16")
+    assert backends.resolve_backend(wide, CPU, "bf16", "torch") == ("torch", "bf16")  # asked for: as asked
+    assert capsys.readouterr().err == ""
+
+
+def test_bf16_falls_back_to_fp32_with_one_line_saying_why(machine, capsys):
+    model = CompactSRNet(num_feat=16, num_conv=1)
+    machine(openvino=False, bf16=True)
+    assert backends.resolve_backend(model, CPU, "bf16") == ("torch", "fp32")
+    assert backends.resolve_backend(model, CPU, "bf16") == ("torch", "fp32")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'repsr[openvino]'" in err  # once per process
+    machine(openvino=True, bf16=False)
+    assert backends.resolve_backend(model, CPU, "bf16") == ("torch", "fp32")
+    assert backends.resolve_backend(model, CPU, "bf16", "openvino") == ("openvino", "fp32")
+    assert "no bf16 instructions" in capsys.readouterr().err
+    machine(openvino=True, bf16=True)
+    training_net = RepSRNet(2, 8, 1).eval()  # not a deploy network: stays in PyTorch fp32
+    assert backends.resolve_backend(training_net, CPU, "bf16") == ("torch", "fp32")
+    assert "deploy networks" in capsys.readouterr().err
+
+
+def test_explicit_openvino_backend_refuses_what_it_cannot_run(machine):
+    model = CompactSRNet(num_feat=8, num_conv=1)
+    machine(openvino=True, bf16=True)
+    for device, precision, what in ((torch.device("cuda"), "fp32", "on the CPU"), (CPU, "fp16", "fp32 or bf16")):
+        with pytest.raises(RepsrError, match=what):
+            backends.resolve_backend(model, device, precision, "openvino")
+    with pytest.raises(RepsrError, match="CompactSRNet"):
+        backends.resolve_backend(RepSRNet(2, 8, 1), CPU, "fp32", "openvino")
+    with pytest.raises(RepsrError, match="--backend must be one of"):
+        backends.resolve_backend(model, CPU, "fp32", "onnx")
+    machine(openvino=False, bf16=True)
+    with pytest.raises(RepsrError, match=r"repsr\[openvino\]"):
+        backends.resolve_backend(model, CPU, "fp32", "openvino")
+
+
+def test_openvino_network_computes_the_pytorch_network(model):
+    net = prepare(model, CPU, "fp32", "openvino")
+    assert isinstance(net, backends.OpenVINONet) and net.upscale == 2
+    x = torch.rand(2, 3, 13, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=0, atol=2e-6)
+    img = np.random.default_rng(0).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    ours = upscale(img, net, prepared=True)
+    torch_out = upscale(img, model, backend="torch")
+    assert ours.dtype == np.uint8 and ours.shape == (26, 34, 3)
+    assert np.abs(ours.astype(int) - torch_out).max() <= 1  # summation order: a rare pixel one level apart
+    for dtype, peak in ((np.uint16, 65535), (np.float32, 1)):
+        out = upscale(img.astype(dtype) * (peak // 255 if peak > 1 else 1 / 255), net, prepared=True)
+        assert out.dtype == dtype
+        assert np.abs(out / peak - torch_out / 255).max() <= 1.5 / 255
+    assert prepare(net, CPU, "fp32", "torch").__class__ is CompactSRNet  # re-prepared from its own network
+
+
+def test_openvino_keeps_the_guarantees(model):
+    """Tiled == untiled, gray and alpha handling, the Y-channel float path, and the NaN guard."""
+    net = prepare(model, CPU, "fp32", "openvino")
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    whole = upscale(img, net, prepared=True, tile=0)
+    np.testing.assert_array_equal(upscale(img, net, prepared=True, tile=7), whole)
+    np.testing.assert_array_equal(whole[:, :, :3], run_image(net, np.ascontiguousarray(img[:, :, :3])))
+    gray = upscale(img[:, :, 0], net, prepared=True)  # a gray image into an RGB network: the float path
+    assert gray.shape == (46, 62)
+    assert np.abs(gray.astype(int) - upscale(img[:, :, 0], model, backend="torch")).max() <= 1
+    y_model = reparameterize_model(randomize_bn(RepSRNet(2, 8, 2, num_in_ch=1), seed=6))
+    y_net = prepare(y_model, CPU, "fp32", "openvino")
+    assert np.abs(upscale(img[:, :, :3], y_net, prepared=True).astype(int)
+                  - upscale(img[:, :, :3], y_model, backend="torch")).max() <= 1
+    broken = CompactSRNet(num_feat=4, num_conv=1, upscale=2)
+    with torch.no_grad():
+        broken.body[0].weight.fill_(float("nan"))
+    with pytest.raises(RepsrError, match="NaN/inf"):
+        upscale(img, broken, backend="openvino")
+    with torch.no_grad():
+        broken.body[0].weight.zero_()
+        broken.body[-1].bias.fill_(1e37)  # finite values whose sum overflows: checked one by one, and kept
+    assert (upscale(img, broken, backend="openvino")[:, :, :3] == 255).all()
+
+
+def test_openvino_bf16_stays_close_to_fp32(model):
+    if not backends.cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions")
+    img = np.random.default_rng(2).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    net = prepare(model, CPU, "bf16")
+    assert isinstance(net, backends.OpenVINONet) and net.precision == "bf16"
+    assert np.abs(upscale(img, net, prepared=True).astype(int) - upscale(img, model)).max() <= 4
+
+
+def test_prepared_networks_are_cached_until_the_weights_change(model):
+    fresh = reparameterize_model(randomize_bn(RepSRNet(2, 8, 1), seed=7))
+    first = prepared_model(fresh, CPU, "fp32", "openvino")
+    assert prepared_model(fresh, CPU, "fp32", "openvino") is first
+    assert prepared_model(fresh, CPU, "fp32", "torch") is not first
+    img = np.random.default_rng(3).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    before = upscale(img, fresh, backend="openvino")
+    with torch.no_grad():
+        fresh.body[-1].bias.add_(0.25)  # in place: the same tensors, a new version
+    assert prepared_model(fresh, CPU, "fp32", "openvino") is not first
+    after = upscale(img, fresh, backend="openvino")
+    assert (after.astype(int) - before).mean() > 30
