@@ -74,3 +74,16 @@ def test_switchable_bn_equals_batchnorm_in_batch_phase():
     x = torch.randn(4, 5, 6, 6)
     torch.testing.assert_close(bn(x), ref(x))
     torch.testing.assert_close(bn.running_mean, ref.running_mean)
+
+
+def test_eval_mode_restores_the_mode_also_on_errors():
+    from repsr.modes import eval_mode
+    from repsr.speed import time_forward
+
+    model = RepSRNet(upscale=2, num_feat=4, num_block=1).train()
+    time_forward(model, torch.rand(1, 3, 8, 8), repeat=1, warmup=0)  # repsr demo used to leave it in eval mode
+    assert model.training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not model.training and not model.blocks[0].training
+        raise RuntimeError
+    assert model.training and all(m.training for m in model.modules())

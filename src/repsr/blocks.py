@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bn import SwitchableBatchNorm2d, bn_affine
+from .modes import eval_mode
 from .patch_moments import patch_moments
 
 
@@ -256,14 +257,10 @@ def impulse_kernel_bias(block: nn.Module, in_channels: int, like: Tensor) -> tup
     a zero image is the bias and its response to a unit impulse per input channel, minus the bias,
     is the (flipped) kernel. Differentiable; exact up to float rounding.
     """
-    was_training = block.training
-    block.eval()
-    try:
+    with eval_mode(block):
         probe = torch.zeros(in_channels + 1, in_channels, 5, 5, dtype=like.dtype, device=like.device)
         probe[torch.arange(in_channels), torch.arange(in_channels), 2, 2] = 1
         response = block.forward_branches(probe)
-    finally:
-        block.train(was_training)
     bias = response[-1, :, 2, 2]
     kernel = (response[:-1, :, 1:4, 1:4] - response[-1:, :, 1:4, 1:4]).flip(-1, -2).transpose(0, 1)
     return kernel, bias

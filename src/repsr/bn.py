@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .modes import module_mode
+
 BNPhase = Literal["batch", "population"]
 PHASES: tuple[str, ...] = ("batch", "population")
 
@@ -164,21 +166,19 @@ def recompute_population_stats(model: nn.Module, batches: Iterable[Tensor]) -> i
         acc[1] = acc[1] + (x * x).sum(1)
         acc[2] += x.shape[1]
 
-    was_training = model.training
     saved = [(bn, bool(bn.population_phase), bn.running_mean.clone(), bn.running_var.clone(),
               bn.num_batches_tracked.clone()) for bn in bns]
     handles = [bn.register_forward_pre_hook(accumulate) for bn in bns]
     n_batches = 0
     try:
-        model.train()
-        set_bn_phase(model, "batch")
-        for batch in batches:
-            model(batch)
-            n_batches += 1
+        with module_mode(model, True):
+            set_bn_phase(model, "batch")
+            for batch in batches:
+                model(batch)
+                n_batches += 1
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
         for bn, phase, mean, var, count in saved:
             bn.population_phase.fill_(phase)
             bn.running_mean.copy_(mean)

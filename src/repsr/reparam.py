@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import branch_forward
+from .modes import eval_mode
 from .networks import RepSRNet
 
 
@@ -45,13 +46,8 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def max_merge_error(model: nn.Module, merged: nn.Module, x: Tensor) -> tuple[float, float]:
     """Max absolute and relative difference between ``model`` (eval mode, through its branches) and ``merged``."""
-    was_training = model.training
-    model.eval()
-    try:
-        with branch_forward(model):
-            reference = model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), branch_forward(model):
+        reference = model(x)
     out = merged.eval()(x)
     diff = (out - reference).abs().max().item()
     return diff, diff / max(reference.abs().max().item(), 1e-12)

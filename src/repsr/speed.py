@@ -8,21 +8,24 @@ import time
 import torch
 from torch import Tensor, nn
 
+from .modes import eval_mode
+
 
 @torch.inference_mode()
 def time_forward(model: nn.Module, x: Tensor, repeat: int = 5, warmup: int = 2) -> float:
-    """Median wall time in seconds of ``model(x)`` over ``repeat`` runs after ``warmup`` runs."""
-    model.eval()
+    """Median wall time in seconds of ``model(x)`` in eval mode over ``repeat`` runs after ``warmup`` runs;
+    the model's mode is restored."""
     times = []
-    for i in range(warmup + repeat):
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    with eval_mode(model):
+        for i in range(warmup + repeat):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -36,12 +39,10 @@ def conv_flops(model: nn.Module, x: Tensor) -> int:
         total += 2 * k * output.numel()
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
     try:
-        with torch.inference_mode():
-            model.eval()(x)
+        with torch.inference_mode(), eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return total

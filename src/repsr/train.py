@@ -39,6 +39,7 @@ from .evaluate import evaluate_dataset, super_resolve
 from .export import save_deploy
 from .fileio import atomic_write
 from .inference import prepare
+from .modes import eval_mode
 from .networks import RepSRNet
 from .reparam import reparameterize_model
 
@@ -363,25 +364,20 @@ class Trainer:
         entry: dict[str, Any] = {"iteration": self.iteration, "bn_phase": get_bn_phase(self.model)}
         models = {which: self.eval_model(which) for which in (("raw", "ema") if self.ema else ("raw",))}
         for which, model in models.items():
-            was_training = model.training
-            model.eval()
-            for ds in self.val_sets:
-                r = evaluate_dataset(model, ds, progress=False)
-                entry[f"{which}/{ds.name}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
-                self.scalar(f"val_{which}/{ds.name}/psnr", r["psnr"])
-                self.scalar(f"val_{which}/{ds.name}/ssim", r["ssim"])
-                self.best[f"{which}/{ds.name}"] = max(self.best.get(f"{which}/{ds.name}", -1.0), r["psnr"])
-            model.train(was_training)
+            with eval_mode(model):
+                for ds in self.val_sets:
+                    r = evaluate_dataset(model, ds, progress=False)
+                    entry[f"{which}/{ds.name}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
+                    self.scalar(f"val_{which}/{ds.name}/psnr", r["psnr"])
+                    self.scalar(f"val_{which}/{ds.name}/ssim", r["ssim"])
+                    self.best[f"{which}/{ds.name}"] = max(self.best.get(f"{which}/{ds.name}", -1.0), r["psnr"])
         if self.writer is not None and self.val_sets:
-            model = models["ema" if self.ema else "raw"]
-            was_training = model.training
-            model.eval()
             ds = self.val_sets[0]
-            for i in range(min(self.config.data.val.save_images, len(ds))):
-                sr = super_resolve(model, ds[i].lr, ds.scale)
-                self.writer.add_image(f"val/{ds[i].name}", sr, self.iteration,
-                                      dataformats="HW" if sr.ndim == 2 else "HWC")
-            model.train(was_training)
+            with eval_mode(models["ema" if self.ema else "raw"]) as model:
+                for i in range(min(self.config.data.val.save_images, len(ds))):
+                    sr = super_resolve(model, ds[i].lr, ds.scale)
+                    self.writer.add_image(f"val/{ds[i].name}", sr, self.iteration,
+                                          dataformats="HW" if sr.ndim == 2 else "HWC")
         self.history.append(entry)
         summary = ", ".join(f"{k} {v['psnr']:.2f}/{v['ssim']:.4f}" for k, v in entry.items() if isinstance(v, dict))
         self.log(f"validation at {self.iteration} ({entry['bn_phase'] or 'no'} BN): {summary}")
