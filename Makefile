@@ -12,10 +12,13 @@ $(VENV)/.test: pyproject.toml scripts/setup_env.sh
 	REPSR_VENV=$(VENV) scripts/setup_env.sh test
 	touch $@ $(VENV)/.runtime
 
-# make demo [INPUT="photo.jpg more/*.png"]: upscale your images, or the bundled sample, with the default x4 model
+# make demo [INPUT="photo.jpg clip.mp4 more/*.png"]: upscale your images and videos, or the bundled sample, with the
+# default x4 model into runs/demo-upscale (repsr demo writes runs/demo-method, repsr train demo runs/demo).
+# Your own files may be videos, so INPUT brings in the video extra (PyAV) once.
 INPUT ?=
 demo: $(VENV)/.runtime
-	$(VENV)/bin/repsr upscale $(if $(INPUT),$(INPUT),$$($(PY) -c "from repsr.zoo import sample_image; print(sample_image())")) -o runs/demo
+	$(if $(INPUT),$(PY) -c "import av" 2>/dev/null || $(PY) -m pip --disable-pip-version-check -q install -e ".[video]")
+	$(VENV)/bin/repsr upscale $(if $(INPUT),$(INPUT),$$($(PY) -c "from repsr.zoo import sample_image; print(sample_image())")) -o runs/demo-upscale
 
 test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks scripts

@@ -45,3 +45,29 @@ def test_eval_cli_errors_are_one_line(tmp_path, capsys):
     assert err == f"repsr: error: {ckpt}: model is x2, but --scale is 4"
     assert main(["eval", "--model", "bicubic", "--data", str(tmp_path / "nope"), "--scale", "2"]) == 1
     assert capsys.readouterr().err.strip().endswith("nope: no such folder")
+
+
+def test_set_names_resolve_under_the_data_root_and_scale_comes_from_the_model(tmp_path, capsys, monkeypatch):
+    ckpt = save_checkpoint(tmp_path / "m.pth", RepSRNet(2, 8, 1))
+    monkeypatch.chdir(tmp_path)  # no Set5 here: the name is looked up under --data-root, as `repsr train` does
+    assert main(["eval", "--model", str(ckpt), "--data", "Set5", "--data-root", str(DATA), "--json",
+                 "--cache-dir", "none"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "Set5" and result["scale"] == 2 and result["images"] == 5  # x2, from the model
+    assert main(["eval", "--model", "bicubic", "--data", "Set5", "--data-root", str(DATA)]) == 1
+    assert "--model bicubic needs --scale" in capsys.readouterr().err
+    assert main(["eval", "--model", "bicubic", "--data", "Set6", "--data-root", str(DATA), "--scale", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"repsr: error: Set6: no such folder, here or under the data root {DATA}; did you mean Set5?"
+    (tmp_path / "list.txt").write_text("Set5\n")
+    assert main(["eval", "--model", "bicubic", "--data", "list.txt", "--scale", "2"]) == 1
+    assert "list.txt: is a file, not a test set" in capsys.readouterr().err
+
+
+def test_the_default_data_root_is_the_presets(capsys):
+    from repsr.config import read_config_dict
+    from repsr.evaluate import DEFAULT_DATA_ROOT, resolve_dataset
+
+    assert DEFAULT_DATA_ROOT == read_config_dict("demo")["data_root"] == read_config_dict("zoo_x4_m4c16")["data_root"]
+    assert resolve_dataset(str(DATA / "Set5")) == DATA / "Set5"
+    assert resolve_dataset("Set5", DATA) == DATA / "Set5"

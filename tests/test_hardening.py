@@ -76,7 +76,7 @@ def test_upscale_sweep(gallery, x2_model, tmp_path, capsys):
     folder, good, bad = gallery
     inputs = [str(folder / n) for n in sorted(p.name for p in folder.iterdir())]
     out = tmp_path / "out"
-    assert main(["upscale", *inputs, "-o", str(out), "--model", str(x2_model), "--tile", "64"]) == 1
+    assert main(["upscale", *inputs, "-o", str(out), "--model", str(x2_model), "--tile", "64", "--suffix", ""]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     for name in bad:  # one line each, naming the file
         assert sum(str(folder / name) in line for line in err) == 1, name
@@ -110,7 +110,8 @@ def test_output_is_an_existing_folder(gallery, x2_model, tmp_path, capsys):
     folder, _, _ = gallery
     out = tmp_path / "o"
     (out / "gray.png").mkdir(parents=True)
-    assert main(["upscale", str(folder / "gray.png"), "-o", str(out), "--model", str(x2_model), "--overwrite"]) == 1
+    assert main(["upscale", str(folder / "gray.png"), "-o", str(out), "--model", str(x2_model), "--overwrite",
+                 "--suffix", ""]) == 1
     assert "is a folder" in capsys.readouterr().err
 
 

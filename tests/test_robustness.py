@@ -64,7 +64,7 @@ def test_ctrl_c_during_upscale_keeps_only_complete_outputs(tmp_path, monkeypatch
     code = main(["upscale", *(str(tmp_path / f"in{i}.png") for i in range(3)), "-o", str(out), "--model", str(model)])
     assert code == 130
     assert "interrupted; 1 upscaled" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["in0.png"]
+    assert [p.name for p in out.iterdir()] == ["in0_x2.png"]
 
 
 @FAST

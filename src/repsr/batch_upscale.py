@@ -1,12 +1,18 @@
-"""``repsr upscale``: many files in, one line per problem, nothing half-written.
+"""``repsr upscale``: images and videos in, upscaled copies out; the originals are never touched.
 
-Inputs are files, folders (their images) and globs. Each output is written to a temporary name and
-renamed, existing outputs are skipped unless ``overwrite``, and a bad file is reported with its
-reason while the others go on; the return value says how many failed.
+Inputs are files, folders (their images and videos) and globs. Each output is named after its input
+plus a suffix (``photo.jpg`` -> ``photo_x4.png``; ``_x{scale}`` by default) and goes into the output
+folder, or beside its input when there is none. An output path that is one of the inputs (also
+through a symlink, a hard link or a case-insensitive file system) is refused, with ``overwrite``
+or without: the originals are never replaced. Outputs carry a mark (a PNG text chunk, a JPEG
+comment, a video stream tag), so that folders holding earlier outputs are not upscaled twice over.
+Each output is written under a temporary name and renamed, existing outputs are skipped unless
+``overwrite``, and a bad file is reported with its reason while the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
@@ -17,96 +23,209 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import RepsrError
-from .images import IMAGE_EXTENSIONS, read_image, write_image
+from .images import IMAGE_EXTENSIONS, read_image, software_tag, write_image
 from .inference import pick_device, prepare, upscale
+from .video import (
+    OUTPUT_MARK,
+    VIDEO_EXTENSIONS,
+    VideoOptions,
+    check_options,
+    is_repsr_output,
+    is_video,
+    output_container,
+)
 
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
+DEFAULT_SUFFIX = "_x{scale}"
 
 
 @dataclass
 class UpscaleReport:
     done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
+    videos: int = 0  # how many of ``done`` are videos
+    skipped: list[Path] = field(default_factory=list)  # the output exists (no ``overwrite``)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    earlier_outputs: list[Path] = field(default_factory=list)  # found in folders/globs, left alone
     interrupted: bool = False
 
 
-def collect_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Expand files, folders and globs into image files (each once), and the specs that match nothing."""
+def is_earlier_output(path: Path) -> bool:
+    """Whether ``path`` was written by ``repsr upscale`` (PNG/JPEG software tag, video stream tag)."""
+    if is_video(path):
+        return is_repsr_output(path)
+    return (software_tag(path) or "").startswith(OUTPUT_MARK)
+
+
+def collect_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    """Expand files, folders and globs into image and video files (each once).
+
+    Returns the files, the specs that match nothing (with the reason) and the earlier outputs that
+    folders and globs held (left out; a file named explicitly is always taken).
+    """
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
+    earlier: list[Path] = []
+    known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+
+    def listed(found: list[Path]) -> list[Path]:
+        ours = [p for p in found if is_earlier_output(p)]
+        earlier.extend(ours)
+        return [p for p in found if p not in ours]
+
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known)
             if not found:
-                missing.append((path, "folder has no images"))
-            files += found
+                missing.append((path, "folder has no images or videos"))
+            files += listed(found)
         elif path.exists():
             files.append(path)
         elif glob.has_magic(spec):
             matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
             if not matches:
                 missing.append((path, "no file matches this pattern"))
-            files += matches
+            files += listed(matches)
         else:
             missing.append((path, "no such file"))
     unique = list({os.path.realpath(p): p for p in files}.values())  # the same input twice is done once
-    return unique, missing
+    return unique, missing, list(dict.fromkeys(earlier))
 
 
-def output_path(src: Path, out_dir: Path, fmt: str, sixteen_bit: bool) -> Path:
-    suffix = ".png" if fmt == "png" else src.suffix.lower()
-    if sixteen_bit and suffix not in SIXTEEN_BIT_FORMATS:
-        suffix = ".png"  # keep 16 bits rather than silently dropping to 8
-    return out_dir / (src.stem + suffix)
+def expand_suffix(suffix: str | None, scale: int) -> str:
+    """The output name suffix, ``{scale}`` replaced; no path separators."""
+    text = DEFAULT_SUFFIX if suffix is None else suffix
+    if any(sep in text for sep in ("/", "\\", os.sep, "\0")):
+        raise RepsrError(f"--suffix {text!r}: a suffix cannot contain a path separator")
+    return text.replace("{scale}", str(scale))
 
 
-def upscale_files(inputs: list[str], out_dir: str | os.PathLike, model_spec: str, scale: int | None = None,
+def output_path(src: Path, out_dir: Path, fmt: str, sixteen_bit: bool, suffix: str = "") -> Path:
+    ext = ".png" if fmt == "png" else src.suffix.lower()
+    if sixteen_bit and ext not in SIXTEEN_BIT_FORMATS:
+        ext = ".png"  # keep 16 bits rather than silently dropping to 8
+    return out_dir / (src.stem + suffix + ext)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` names, following symlinks; None if nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise RepsrError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RepsrError(f"{folder}: cannot create folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise RepsrError(f"{folder}: folder is not writable")
+
+
+def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_spec: str, scale: int | None = None,
                   tile: int | None = None, precision: str = "fp32", device: str = "auto", overwrite: bool = False,
-                  fmt: str = "png", progress: bool | None = None) -> UpscaleReport:
+                  fmt: str = "png", progress: bool | None = None, suffix: str | None = None,
+                  video: VideoOptions | None = None, backend: str = "auto") -> UpscaleReport:
+    """Upscale every image and video of ``inputs`` into ``out_dir`` (None: beside each input).
+
+    Outputs are named ``NAME{suffix}.EXT`` (``suffix`` default ``_x{scale}``; an empty suffix only
+    with an ``out_dir`` that holds no input). ``video`` sets codec, quality, batch size.
+    """
     from .export import load_model
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RepsrError(f"{out_dir}: exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RepsrError(f"{out_dir}: cannot create folder ({e.strerror or e})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise RepsrError(f"{out_dir}: folder is not writable")
+    out_root = Path(out_dir) if out_dir is not None else None
+    if out_root is not None:
+        _make_folder(out_root)
     if tile is not None and tile < 0:
         raise RepsrError(f"--tile must be >= 0 (0: the whole image), got {tile}")
+    video = dataclasses.replace(video or VideoOptions(), tile=tile)
+    check_options(video)
     model = load_model(model_spec)
     if scale is not None and scale != model.upscale:
         raise RepsrError(f"{model_spec}: model is x{model.upscale}, but --scale is {scale}")
-    model = prepare(model, pick_device(device), precision)
+    name_suffix = expand_suffix(suffix, model.upscale)
 
-    files, report_missing = collect_inputs(inputs)
-    report = UpscaleReport(failed=list(report_missing))
+    files, report_missing, earlier = collect_inputs(inputs)
+    if not name_suffix:
+        if out_root is None:
+            raise RepsrError("--suffix '': without -o the outputs go beside their inputs and would take their "
+                             "names; give -o another folder or a non-empty suffix")
+        for src in files:
+            if _same_folder(src.parent, out_root):
+                raise RepsrError(f"--suffix '': {src} is in the output folder {out_root}, so its output would take "
+                                 "its name; give -o another folder or a non-empty suffix")
+    model = prepare(model, pick_device(device), precision, backend)
+    tag = Path(model_spec).name if Path(model_spec).is_file() else str(model_spec)
+    software = f"{OUTPUT_MARK} x{model.upscale} ({tag})"
+
+    report = UpscaleReport(failed=list(report_missing), earlier_outputs=earlier)
     for path, reason in report_missing:
         print(f"repsr: {path}: {reason}", file=sys.stderr)
+    inputs_ids = {i for i in map(_file_id, files) if i is not None}
     claimed: dict[Path, Path] = {}
+    ready_folders: set[Path] = set()
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(files, desc="upscale", unit="img", disable=not show, file=sys.stderr)
+    bar = tqdm(files, desc="upscale", unit="file", disable=not show or len(files) < 2, file=sys.stderr)
+
+    def target(src: Path, dst: Path) -> bool:
+        """Check ``dst`` for ``src``: raise if refused, False if it exists and is kept."""
+        if dst in claimed and claimed[dst] != src:
+            raise RepsrError(f"its output {dst.name} is also the output of {claimed[dst]}")
+        if _file_id(dst) in inputs_ids:
+            raise RepsrError(f"its output {dst} is one of the inputs; originals are never replaced "
+                             "(choose another --suffix or -o)")
+        if dst.is_dir():
+            raise RepsrError(f"output {dst} is a folder")
+        return overwrite or not os.path.lexists(dst)
+
     try:
         for src in bar:
             try:
-                img = read_image(src)
-                dst = output_path(src, out_dir, fmt, img.dtype == np.uint16)
-                if dst in claimed:
-                    raise RepsrError(f"its output {dst.name} is also the output of {claimed[dst]}")
-                claimed[dst] = src
-                if dst.exists() and not overwrite:
+                folder = out_root if out_root is not None else src.parent
+                if folder not in ready_folders:
+                    _make_folder(folder)
+                    ready_folders.add(folder)
+                if is_video(src):
+                    ext, _ = output_container(src, video.codec)
+                    dst = folder / (src.stem + name_suffix + ext)
+                    if not target(src, dst):
+                        claimed[dst] = src
+                        report.skipped.append(src)
+                        continue
+                    claimed[dst] = src  # a video is long: claimed before, an image once it is read
+                    _upscale_video(src, dst, model, video, show, tag)
+                    report.videos += 1
+                    report.done.append(src)
+                    continue
+                dst = output_path(src, folder, fmt, False, name_suffix)
+                if not target(src, dst):
+                    claimed[dst] = src
                     report.skipped.append(src)
                     continue
-                if dst.is_dir():
-                    raise RepsrError(f"output {dst} is a folder")
+                img = read_image(src)
+                if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
+                    dst = output_path(src, folder, fmt, True, name_suffix)
+                    if not target(src, dst):
+                        claimed[dst] = src
+                        report.skipped.append(src)
+                        continue
+                claimed[dst] = src
                 out = upscale(img, model, tile=tile, prepared=True)
                 if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
                     out = (out // 257).astype(np.uint8)
-                write_image(dst, out)
+                write_image(dst, out, software=software)
                 report.done.append(src)
             except RepsrError as e:
                 message = str(e)
@@ -118,3 +237,14 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike, model_spec: str
     finally:
         bar.close()
     return report
+
+
+def _upscale_video(src: Path, dst: Path, model, options: VideoOptions, show: bool, tag: str) -> None:
+    from .video import upscale_video
+
+    result = upscale_video(src, dst, model, options, progress="bar" if show else "lines", tag=tag)
+    for note in result.notes:
+        tqdm.write(f"repsr: {src}: note: {note}", file=sys.stderr)
+    rate = result.frames / result.seconds if result.seconds > 0 else 0.0
+    tqdm.write(f"repsr: {src} -> {dst}: {result.frames} frames in {result.seconds:.1f} s ({rate:.1f} frames/s)",
+               file=sys.stderr)

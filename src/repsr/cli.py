@@ -48,39 +48,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from .batch_upscale import upscale_files
+    from .video import VideoOptions
     from .zoo import DEFAULT_MODEL
 
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, batch=args.batch)
     report = upscale_files(args.inputs, args.output, args.model or DEFAULT_MODEL, scale=args.scale, tile=args.tile,
-                           precision=args.precision, device=args.device, overwrite=args.overwrite, fmt=args.format)
-    parts = [f"{len(report.done)} upscaled"]
+                           precision=args.precision, device=args.device, overwrite=args.overwrite, fmt=args.format,
+                           suffix=args.suffix, video=video, backend=args.backend)
+    videos = f" ({report.videos} video{'s' * (report.videos != 1)})" if report.videos else ""
+    parts = [f"{len(report.done)} upscaled{videos}"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped (output exists; --overwrite to redo)")
     if report.failed:
         parts.append(f"{len(report.failed)} failed")
+    if report.earlier_outputs:
+        n = len(report.earlier_outputs)
+        parts.append(f"{n} earlier output{'s' * (n != 1)} of repsr in the inputs left alone")
     if report.interrupted:
         print(f"repsr: interrupted; {', '.join(parts)}; finished outputs are complete", file=sys.stderr)
         return 130
-    print(f"{', '.join(parts)} -> {args.output}", file=sys.stderr)
+    where = args.output if args.output is not None else "beside the inputs"
+    print(f"{', '.join(parts)} -> {where}", file=sys.stderr)
     return 1 if report.failed else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import DEFAULT_MODEL, bundled_models
+    from .zoo import DEFAULT_MODEL, bundled_models, ordered_sets
 
     models = bundled_models()
     if not models:
         print("no bundled models")
         return 0
-    sets = sorted({name for m in models for name in m.results})
-    header = f"{'name':<18} {'scale':>5} {'size':>7} {'KiB':>6}  "
-    header += "  ".join(f"{s + ' PSNR/SSIM':>18}" for s in sets)
-    print(header)
+    sets = ordered_sets({name for m in models for name in m.results})
+    width = 26
+    lead = f"{'':<16} {'':>5} {'':>6} {'':>4}"
+    print((lead + "".join(f"  {s:<{width}}" for s in sets)).rstrip())
+    pair = f"{'PSNR/SSIM':<14}{'bicubic':<12}"
+    print((f"{'model':<16} {'scale':>5} {'size':>6} {'KiB':>4}" + f"  {pair}" * len(sets)).rstrip())
     for m in models:
-        cells = "  ".join(f"{m.results[s]['psnr']:>9.2f}/{m.results[s]['ssim']:.4f}" if s in m.results
-                          else f"{'-':>18}" for s in sets)
+        cells = ""
+        for s in sets:
+            r = m.results.get(s)
+            cell = "-"
+            if r:
+                cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}"
+                if "bicubic_psnr" in r:
+                    cell += f"  {r['bicubic_psnr']:.2f}/{r['bicubic_ssim']:.4f}"
+            cells += f"  {cell:<{width}}"
         default = "  (default)" if m.name == DEFAULT_MODEL else ""
         kib = m.path.stat().st_size / 1024
-        print(f"{m.name:<18} {'x' + str(m.scale):>5} {m.size:>7} {kib:>6.0f}  {cells}{default}")
+        print(f"{m.name:<16} {'x' + str(m.scale):>5} {m.size:>6} {kib:>4.0f}{cells.rstrip()}{default}")
+    print("PSNR (dB) / SSIM on the Y channel, border crop = scale (repsr eval); bicubic: MATLAB imresize. "
+          "Recipes: MODEL_ZOO.md")
     return 0
 
 
@@ -208,18 +227,46 @@ def read_run_scale(run: Path) -> int:
     return int(yaml.safe_load(config.read_text())["scale"])
 
 
+DESCRIPTION = """\
+repsr: train RepSR super-resolution networks (multi-branch blocks with BatchNorm), merge them into
+plain Real-ESRGAN Compact networks, and upscale images and videos with them. See README.md."""
+
+EPILOG = """\
+examples:
+  repsr upscale photo.jpg clip.mp4 -o out/      upscale with the default x4 model
+  repsr models                                  the bundled models and their PSNR/SSIM
+  repsr eval --model repsr-x4-m4c16 --data Set5 Set14 B100
+  repsr train demo                              a CPU-sized training run (see 'repsr train -h')
+  repsr demo                                    the method step by step in a minute
+
+'repsr COMMAND -h' describes each command."""
+
+UPSCALE_EXAMPLES = """\
+examples:
+  repsr upscale photo.jpg                       -> photo_x4.png beside it
+  repsr upscale pics/ "shots/*.png" -o out/     -> out/NAME_x4.png for every image
+  repsr upscale clip.mp4 -o out/ --crf 16       -> out/clip_x4.mp4 (H.264; audio and subtitles copied)
+  repsr upscale pics/ -o big/ --suffix ''       -> big/NAME.png (only into another folder)
+  repsr upscale big.tif --model repsr-x2-m4c16 --tile 512 --device cuda --precision fp16"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="repsr", description=__doc__.split("\n")[0] + " See README.md.")
+    from .demo import DEFAULT_OUT as DEMO_OUT
+    from .evaluate import DEFAULT_DATA_ROOT
+    from .zoo import bundled_names
+
+    parser = argparse.ArgumentParser(prog="repsr", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"repsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="build, briefly train, merge and verify a RepSR model; write a deploy file")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--scale", type=int, default=4)
-    demo.add_argument("--num-feat", type=int, default=16)
-    demo.add_argument("--num-block", type=int, default=4)
+    demo.add_argument("--out", default=DEMO_OUT, help=f"output folder (default: {DEMO_OUT})")
+    demo.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
+    demo.add_argument("--num-feat", type=int, default=16, help="channels per conv (default: 16)")
+    demo.add_argument("--num-block", type=int, default=4, help="RepSR blocks (default: 4)")
     demo.add_argument("--steps", type=int, default=60, help="training iterations in all (default: 60)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=_cmd_demo)
 
     convert = sub.add_parser("convert", help="merge a training checkpoint into a deploy file (.safetensors or .pth)")
@@ -236,22 +283,48 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     tr.set_defaults(func=_cmd_train)
 
-    up = sub.add_parser("upscale", help="upscale images (files, folders, globs) with a bundled or trained model")
-    up.add_argument("inputs", nargs="+", metavar="INPUT")
-    up.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    up = sub.add_parser("upscale", help="upscale images and videos with a bundled or trained model",
+                        description="Upscale images and videos. Outputs are named after their inputs with a suffix "
+                        "(photo.jpg -> photo_x4.png, clip.mp4 -> clip_x4.mp4) and never replace an input, "
+                        "--overwrite or not. Each output is written under a temporary name and renamed when complete.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=UPSCALE_EXAMPLES)
+    up.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="image or video files, folders (their images and videos) and globs (quote them: "
+                         "'shots/*.png'). Images: png, jpg, webp, bmp, tif; videos: mp4, mkv, mov, webm, gif, avi, ts")
+    up.add_argument("-o", "--output", metavar="OUTDIR",
+                    help="output folder, created if needed (default: beside each input)")
     up.add_argument("--model", help="bundled model name, deploy file or training checkpoint "
                                     "(default: the bundled x4 model; see 'repsr models')")
     up.add_argument("--scale", type=int, help="check that the model has this scale")
+    up.add_argument("--suffix", help="added to each output's name; {scale} is the model's scale "
+                    "(default: _x{scale}, e.g. photo_x4.png; write --suffix=-up for one that starts with '-'); "
+                    "'' only with -o another folder than the inputs'")
     up.add_argument("--tile", type=int, help="process in seamless tiles of N LR pixels (default: 320 on CPU for "
                     "large images, where measured faster; else the whole image); 0: the whole image")
     up.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"],
-                    help="fp32 (default); fp16/bf16 faster on GPUs; fp64 makes tiled output bit-identical to untiled")
+                    help="fp32 (default); bf16: faster on GPUs and, with OpenVINO, on CPUs with bf16 instructions; "
+                         "fp16: GPUs; fp64 makes tiled output bit-identical to untiled")
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                    help="CPU runtime: auto (default: OpenVINO where installed and measured faster, i.e. bf16 and "
+                         "wide fp32 networks; else PyTorch), torch, or openvino (pip install 'repsr[openvino]')")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    up.add_argument("--format", default="png", choices=["png", "input"], help="output format (default: png)")
-    up.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    up.add_argument("--overwrite", action="store_true", help="redo outputs that exist (inputs are never replaced)")
+    img = up.add_argument_group("images")
+    img.add_argument("--format", default="png", choices=["png", "input"],
+                     help="output format: png (default) or the input's own")
+    vid = up.add_argument_group("videos (need PyAV: pip install 'repsr[video]')")
+    vid.add_argument("--codec", choices=["h264", "h265", "vp9", "av1", "ffv1", "gif"],
+                     help="video codec (default: h264 in the input's container; vp9 for .webm, gif for .gif). "
+                          "A container that cannot hold the codec becomes .mkv (.mp4 for a GIF input)")
+    vid.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, h265 20, vp9 31, av1 30)")
+    vid.add_argument("--preset", help="encoder speed: h264/h265 ultrafast..veryslow (default medium), "
+                                      "vp9 0-8 (default 4), av1 0-13 (default 8)")
+    vid.add_argument("--pix-fmt", help="pixel format (default: yuv420p; 10-bit inputs stay 10-bit with h265, vp9 "
+                                       "and av1; ffv1: yuv444p)")
+    vid.add_argument("--batch", type=int, help="frames per network call (default: 1 on CPU, 4 on GPU)")
     up.set_defaults(func=_cmd_upscale)
 
-    models = sub.add_parser("models", help="list the bundled models with their validation PSNR/SSIM")
+    models = sub.add_parser("models", help="list the bundled models with their PSNR/SSIM and bicubic's")
     models.set_defaults(func=_cmd_models)
 
     ex = sub.add_parser("export", help="export a model to ONNX, ncnn (Upscayl, realesrgan-ncnn-vulkan) or a "
@@ -281,11 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--out", required=True)
     bs.set_defaults(func=_cmd_bn_study)
 
-    ev = sub.add_parser("eval", help="PSNR/SSIM (Y channel, BasicSR/MATLAB protocol) of a model on test sets")
-    ev.add_argument("--model", required=True, help="'bicubic', a training checkpoint or a deploy file")
-    ev.add_argument("--data", required=True, nargs="+",
-                    help="HR image folders, or paired folders (DIR/HR + DIR/LR_bicubic/X<s>, DIV2K layout)")
-    ev.add_argument("--scale", type=int, required=True)
+    ev = sub.add_parser("eval", help="PSNR/SSIM (Y channel, BasicSR/MATLAB protocol) of a model on test sets",
+                        description="PSNR/SSIM on the Y channel with border crop = scale (BasicSR's protocol; "
+                        "LR images made by MATLAB bicubic).")
+    ev.add_argument("--model", required=True,
+                    help=f"'bicubic', a bundled model ({', '.join(bundled_names()) or 'none'}), a deploy file "
+                         "(.safetensors/.pth) or a training checkpoint")
+    ev.add_argument("--data", required=True, nargs="+", metavar="SET",
+                    help="test sets: folders, or names found under --data-root (e.g. Set5 Set14 B100). A set is a "
+                         "folder of HR images, or paired folders (DIR/HR + DIR/LR_bicubic/X<s>, DIV2K layout)")
+    ev.add_argument("--data-root", metavar="DIR",
+                    help=f"where set names are looked up (default: {DEFAULT_DATA_ROOT}, as in the training presets)")
+    ev.add_argument("--scale", type=int, help="upscaling factor (default: the model's; required for bicubic)")
     ev.add_argument("--json", action="store_true", help="print one JSON object per dataset to stdout")
     ev.add_argument("--save-images", metavar="OUT", help="write the SR images to OUT/<dataset>/")
     ev.add_argument("--round-y", action="store_true",

@@ -27,6 +27,9 @@ from .networks import RepSRNet
 from .reparam import max_merge_error, reparameterize_model
 from .speed import time_forward
 
+# `repsr demo` writes here; `make demo` (runs/demo-upscale) and `repsr train demo` (runs/demo) have their own folders
+DEFAULT_OUT = "runs/demo-method"
+
 
 def synthetic_image(rng: np.random.Generator, size: int = 160) -> np.ndarray:
     """A uint8 RGB image with edges, stripes, gradients and texture: something to super-resolve."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,45 @@ from .images import to_rgb, write_image
 from .inference import pick_device, prepare, upscale
 from .metrics import psnr, ssim
 from .resize import imresize
+
+
+def _preset_data_root() -> str:
+    """Where the bundled training presets look for data sets; ``repsr eval`` looks for set names there too."""
+    try:
+        from .config import read_config_dict
+
+        return str(read_config_dict("demo").get("data_root", "."))
+    except (RepsrError, OSError):
+        return "."
+
+
+DEFAULT_DATA_ROOT = _preset_data_root()
+
+
+def resolve_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
+    """A test set given as a folder, or by name under ``data_root`` (as ``repsr train`` resolves data paths)."""
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise RepsrError(f"{spec}: is a file, not a test set (--data takes folders of HR images, or set names "
+                         "found under --data-root)")
+    root = Path(os.path.expanduser(str(data_root if data_root is not None else DEFAULT_DATA_ROOT)))
+    if not path.is_absolute():
+        under = root / path
+        if under.is_dir():
+            return under
+        if under.exists():
+            raise RepsrError(f"{under}: is a file, not a test set folder")
+        hint = ""
+        if root.is_dir():
+            from .zoo import closest_name
+
+            sets = sorted(p.name for p in root.iterdir() if p.is_dir())
+            close = closest_name(spec, sets)
+            hint = f"; did you mean {close}?" if close else f" (sets there: {', '.join(sets) or 'none'})"
+        raise RepsrError(f"{spec}: no such folder, here or under the data root {root}{hint}")
+    raise RepsrError(f"{spec}: no such folder")
 
 
 def super_resolve(model: nn.Module | str, lr: np.ndarray, scale: int) -> np.ndarray:
@@ -57,24 +97,28 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path 
     }
 
 
-def load_eval_model(spec: str, scale: int, device: torch.device) -> nn.Module | str:
+def load_eval_model(spec: str, scale: int | None, device: torch.device) -> tuple[nn.Module | str, int]:
+    """The network (prepared on ``device``) or ``"bicubic"``, and the scale: ``scale`` or the model's own."""
     if spec == "bicubic":
-        return spec
+        if scale is None:
+            raise RepsrError("--model bicubic needs --scale (a model file knows its own scale)")
+        return spec, scale
     from .export import load_model
 
     model = load_model(spec)
-    if model.upscale != scale:
+    if scale is not None and model.upscale != scale:
         raise RepsrError(f"{spec}: model is x{model.upscale}, but --scale is {scale}")
-    return prepare(model, device)
+    return prepare(model, device), int(model.upscale)
 
 
 def run_eval_cli(args: argparse.Namespace) -> int:
-    if args.scale < 1:
+    if args.scale is not None and args.scale < 1:
         raise RepsrError(f"--scale must be >= 1, got {args.scale}")
     device = pick_device(args.device)
     cache = None if args.cache_dir == "none" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    datasets = [open_dataset(d, args.scale, cache) for d in args.data]  # check every folder before any work
-    model = load_eval_model(args.model, args.scale, device)
+    folders = [resolve_dataset(d, args.data_root) for d in args.data]  # every set checked before any work
+    model, scale = load_eval_model(args.model, args.scale, device)
+    datasets = [open_dataset(f, scale, cache) for f in folders]
     if not args.json:
         print(f"{'dataset':<16} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>8}")
     for ds in datasets:
@@ -89,6 +133,6 @@ def run_eval_cli(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result), flush=True)
         else:
-            print(f"{ds.name:<16} {'x' + str(args.scale):>5} {result['images']:>6} "
+            print(f"{ds.name:<16} {'x' + str(scale):>5} {result['images']:>6} "
                   f"{result['psnr']:>8.2f} {result['ssim']:>8.4f}", flush=True)
     return 0

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import __version__
 from .errors import RepsrError
-from .fileio import atomic_write, safe_torch_load
+from .fileio import atomic_write, describe_foreign, head_bytes, safe_torch_load
 from .networks import CompactSRNet
 
 DEPLOY_SUFFIXES = (".safetensors", ".pth")
@@ -61,7 +61,11 @@ def save_deploy(model: CompactSRNet, path: str | os.PathLike, param_key: str = "
 def _read_state(path: Path) -> tuple[dict, dict[str, str]]:
     if path.suffix == ".safetensors":
         if not path.is_file():
-            raise RepsrError(f"{path}: no such file")
+            raise RepsrError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not a file")
+        head = head_bytes(path)
+        foreign = describe_foreign(head, path)
+        if foreign is not None:
+            raise RepsrError(f"{path}: not a loadable model file: {foreign}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
@@ -137,14 +141,21 @@ def load_model(name_or_path: str | os.PathLike, use_ema: bool = True) -> Compact
     """A deploy network from a bundled model's name, a deploy file, or a training checkpoint (merged on the fly)."""
     from .checkpoint import CHECKPOINT_FORMAT, model_from_checkpoint
     from .reparam import reparameterize_model
-    from .zoo import bundled_model_path, bundled_models
+    from .zoo import bundled_model_path, bundled_names, closest_name
 
     path = Path(name_or_path)
+    if path.is_dir():
+        inside = path / "model_deploy.safetensors"
+        hint = f"; its deploy file is {inside}" if inside.is_file() else ""
+        raise RepsrError(f"{path}: is a folder, not a model file{hint}")
     if not path.exists() and path.suffix not in (*DEPLOY_SUFFIXES, ".pt", ".ckpt"):
         bundled = bundled_model_path(str(name_or_path))
         if bundled is None:
-            names = ", ".join(m.name for m in bundled_models()) or "none"
-            raise RepsrError(f"{name_or_path}: no such file or bundled model (bundled: {names})")
+            names = bundled_names()
+            close = closest_name(str(name_or_path), names)
+            hint = f"; did you mean {close}?" if close else ""
+            raise RepsrError(f"{name_or_path}: no such file or bundled model{hint} "
+                             f"(bundled: {', '.join(names) or 'none'}; 'repsr models' lists them)")
         path = bundled
     obj, metadata = _read_state(path)
     if obj.get("format") == CHECKPOINT_FORMAT:

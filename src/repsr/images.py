@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -101,8 +103,12 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Encode ``img`` (gray, RGB or RGBA; uint8 or uint16) by the path's extension, atomically."""
+def write_image(path: str | os.PathLike, img: np.ndarray, software: str | None = None) -> Path:
+    """Encode ``img`` (gray, RGB or RGBA; uint8 or uint16) by the path's extension, atomically.
+
+    ``software`` is recorded in PNG (a ``Software`` text chunk) and JPEG (a comment) files, which is
+    how ``repsr upscale`` recognizes its own earlier outputs (:func:`software_tag`).
+    """
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise RepsrError(f"{path}: unsupported output format {path.suffix!r}")
@@ -121,6 +127,8 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
         ok, encoded = cv2.imencode(suffix, bgr)
         if not ok:
             raise RepsrError(f"{path}: could not encode the image")
+    if software:
+        encoded = _with_software(bytes(encoded), software)
     try:
         with atomic_write(path) as tmp:
             tmp.write_bytes(bytes(encoded))
@@ -133,3 +141,51 @@ def _pillow_encode(img: np.ndarray, suffix: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(img, "LA").save(buffer, {".png": "PNG", ".webp": "WEBP"}.get(suffix, "TIFF"))
     return buffer.getvalue()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _with_software(data: bytes, software: str) -> bytes:
+    """PNG: a ``Software`` tEXt chunk after IHDR; JPEG: a comment after the JFIF header. Others unchanged."""
+    text = software.encode("latin-1", "replace")
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        body = b"tEXt" + b"Software\0" + text
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+        return data[:33] + chunk + data[33:]
+    if data.startswith(b"\xff\xd8"):
+        at = 2
+        if data[2:4] == b"\xff\xe0":  # JFIF's APP0 must stay first
+            at = 4 + struct.unpack(">H", data[4:6])[0]
+        comment = text[:65000]
+        return data[:at] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[at:]
+    return data
+
+
+def software_tag(path: str | os.PathLike) -> str | None:
+    """The ``software`` that :func:`write_image` recorded in a PNG or JPEG file (read from its first 4 KiB)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head.startswith(_PNG_SIGNATURE):
+        at = 8
+        while at + 8 <= len(head):
+            length, kind = struct.unpack(">I4s", head[at : at + 8])
+            if kind == b"tEXt" and head[at + 8 : at + 17] == b"Software\0":
+                return head[at + 17 : at + 8 + length].decode("latin-1")
+            if kind == b"IDAT":
+                break
+            at += 12 + length
+        return None
+    if head.startswith(b"\xff\xd8"):
+        at = 2
+        while at + 4 <= len(head) and head[at] == 0xFF:
+            marker, length = head[at + 1], struct.unpack(">H", head[at + 2 : at + 4])[0]
+            if marker == 0xFE:
+                return head[at + 4 : at + 2 + length].decode("latin-1")
+            if marker == 0xDA:  # start of scan: the header is over
+                break
+            at += 2 + length
+    return None

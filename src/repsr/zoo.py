@@ -7,7 +7,9 @@ by ``scripts/model_zoo.py``; ``MODEL_ZOO.md`` is generated from the same run.
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 DEFAULT_MODEL = "repsr-x4-m4c16"
+# the order in which the field's papers list the standard test sets; others follow by name
+SET_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
 
 
 @dataclass
@@ -44,6 +48,12 @@ def bundled_models() -> list[BundledModel]:
     return found
 
 
+def bundled_names() -> list[str]:
+    """The bundled models' names, without reading the files."""
+    folder = models_dir()
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
 def sample_image() -> Path:
     """The bundled sample: Set5 'butterfly', MATLAB-bicubic downscaled x4 to 64x64."""
     return Path(str(resources.files("repsr").joinpath("samples", "butterfly_lr_x4.png")))
@@ -52,3 +62,23 @@ def sample_image() -> Path:
 def bundled_model_path(name: str) -> Path | None:
     path = models_dir() / f"{name}.safetensors"
     return path if path.is_file() else None
+
+
+def ordered_sets(names: Iterable[str]) -> list[str]:
+    """Test set names in the papers' order (Set5, Set14, B100, Urban100, Manga109), others after by name."""
+    rank = {name.lower(): i for i, name in enumerate(SET_ORDER)}
+    return sorted(set(names), key=lambda n: (rank.get(n.lower(), len(rank)), n.lower()))
+
+
+def closest_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` was probably meant to be (case, ``_`` for ``-`` and typos forgiven), or None."""
+    candidates = list(candidates)
+
+    def key(text: str) -> str:
+        return text.lower().replace("_", "-").replace(" ", "-")
+
+    by_key = {key(c): c for c in candidates}
+    if key(name) in by_key:
+        return by_key[key(name)]
+    close = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.6)
+    return by_key[close[0]] if close else None
