@@ -30,7 +30,7 @@ from torch import nn
 
 from .blocks import branch_forward
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .config import Config, _from_dict, load_config, read_config_dict, set_dotted
+from .config import Config, from_dict, load_config, read_config_dict, set_dotted
 from .data import SRDataset, default_cache_dir, open_dataset
 from .errors import RepsrError
 from .evaluate import evaluate_dataset
@@ -78,7 +78,7 @@ def read_spec(path: str | Path) -> AblationSpec:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RepsrError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    spec = _from_dict(AblationSpec, data)
+    spec = from_dict(AblationSpec, data)
     if not spec.variants:
         raise RepsrError(f"{path}: no variants")
     names = [v.name for v in spec.variants]

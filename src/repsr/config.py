@@ -167,7 +167,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, key)
+        return from_dict(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):  # first option that accepts the value
             try:
@@ -188,7 +188,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise RepsrError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a YAML mapping, every key and type checked (did-you-mean for
+    unknown keys); ``prefix`` names the section in messages. Used for configs and ablation specs."""
     if not isinstance(data, dict):
         raise RepsrError(f"config key {prefix or '(top level)'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -251,7 +253,7 @@ def load_config(source: str | dict, overrides: list[str] | None = None, check_pa
         if not sep or not key:
             raise RepsrError(f"--opt {item}: expected key.sub=value")
         set_dotted(data, key.strip(), yaml.safe_load(text))
-    config = _from_dict(Config, data)
+    config = from_dict(Config, data)
     validate(config, check_paths)
     return config
 
