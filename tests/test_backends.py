@@ -142,3 +142,21 @@ def test_prepared_networks_are_cached_until_the_weights_change(model):
     assert prepared_model(fresh, CPU, "fp32", "openvino") is not first
     after = upscale(img, fresh, backend="openvino")
     assert (after.astype(int) - before).mean() > 30
+
+
+def test_cli_backend_option(tmp_path, capsys):
+    from repsr.cli import main
+    from repsr.images import read_image, write_image
+
+    img = np.random.default_rng(4).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    write_image(tmp_path / "in.png", img)
+    outs = {}
+    for backend in ("torch", "openvino"):
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / backend), "--backend", backend]) == 0
+        outs[backend] = read_image(next((tmp_path / backend).glob("*.png")))
+    assert outs["torch"].shape == (48, 40, 3)
+    assert np.abs(outs["torch"].astype(int) - outs["openvino"]).max() <= 1
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x"), "--backend", "openvino",
+                 "--precision", "fp16"]) == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line == "repsr: error: --backend openvino runs fp32 or bf16, not fp16"

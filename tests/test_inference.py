@@ -109,6 +109,25 @@ def test_nan_guard_looks_at_the_values_when_their_sum_overflows(model):
     assert (upscale(img, huge) == 255).all()
 
 
+def test_prepared_copy_is_cached_and_follows_weight_changes(model):
+    from repsr.inference import prepared_model
+
+    cpu = torch.device("cpu")
+    mine = copy.deepcopy(model)
+    first = prepared_model(mine, cpu, "fp32", "torch")
+    assert prepared_model(mine, cpu, "fp32", "torch") is first
+    assert prepared_model(mine, cpu, "fp64", "torch") is not first
+    img = np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    before = upscale(img, mine)
+    with torch.no_grad():
+        mine.body[-1].bias.sub_(0.25)  # the same tensors, modified in place
+    assert prepared_model(mine, cpu, "fp32", "torch") is not first
+    assert (before.astype(int) - upscale(img, mine)).mean() > 10  # 64 levels where not clipped
+    with torch.inference_mode():  # inference tensors have no version counter: prepared afresh every call
+        made_here = CompactSRNet(num_feat=4, num_conv=1, upscale=2)
+    assert upscale(img, made_here).shape == (16, 16, 3)
+
+
 def test_receptive_radius_counts_the_convs(model):
     assert receptive_radius(model) == 5  # head + 3 body + tail
 

@@ -100,9 +100,12 @@ def prepare(model: nn.Module, device: torch.device | str, precision: str = "fp32
 _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or modified in place."""
-    return tuple((id(t), t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+def _fingerprint(model: nn.Module) -> tuple | None:
+    """Changes whenever a parameter or buffer is replaced or modified in place (None: cannot tell)."""
+    try:
+        return tuple((id(t), t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+    except RuntimeError:  # inference tensors (made under torch.inference_mode) keep no version counter
+        return None
 
 
 def prepared_model(model: nn.Module, device: torch.device | str = "auto", precision: str = "fp32",
@@ -117,6 +120,8 @@ def prepared_model(model: nn.Module, device: torch.device | str = "auto", precis
     try:
         cache = _prepared.setdefault(model, {})
     except TypeError:  # not weak-referenceable
+        fingerprint = None
+    if fingerprint is None:
         return prepare(model, device, precision, backend)
     hit = cache.get(key)
     if hit is None or hit[0] != fingerprint:
@@ -221,12 +226,9 @@ def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype
     """
     h, w, c = part.shape
     s = int(model.upscale)
-    t = torch.from_numpy(np.ascontiguousarray(part)).to(device)
-    x = t.permute(2, 0, 1)[None].float()  # NCHW view of the HWC tile: channels_last strides, no copy
+    t = torch.from_numpy(np.ascontiguousarray(part)).to(device).permute(2, 0, 1)[None]  # NCHW, channels_last strides
     peak = PEAKS.get(part.dtype)
-    if peak is not None:
-        x = x.div_(peak)  # a new tensor: .float() of an integer tensor copies
-    x = x.to(dtype)
+    x = (t.div(peak) if peak is not None else t.float()).to(dtype)  # int / float divides in float32, in one pass
     y = x
     for layer in model.body:
         y = layer(y)
@@ -237,8 +239,12 @@ def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype
         raise _nan_error(str(dtype).split(".")[-1])
     y.clamp_(0, 1)
     if peak is not None:
-        y = y.mul_(peak).add_(0.5).to(torch.uint8 if peak == 255 else torch.int32)
-    out = y.permute(0, 3, 1, 4, 2).reshape(h * s, w * s, c).cpu().numpy()  # pixel shuffle, on the rounded values
+        y.mul_(peak).add_(0.5)
+    # the pixel shuffle: one copy into the output's layout, converting (truncating) to the output dtype on the way
+    kind = {255.0: torch.uint8, 65535.0: torch.int32, None: torch.float32}[peak]
+    out = torch.empty(h, s, w, s, c, dtype=kind, device=device)
+    out.permute(0, 2, 4, 1, 3).copy_(y)
+    out = out.view(h * s, w * s, c).cpu().numpy()
     return out.astype(np.uint16) if part.dtype == np.uint16 else out
 
 
