@@ -38,13 +38,18 @@ def machine() -> dict:
 
 
 def seconds_in_turns(runs: dict[str, Callable[[], object]], rounds: int, per_turn: int = 2,
-                     warmup_rounds: int = 0, cuda: bool = False) -> dict[str, float]:
+                     warmup_rounds: int = 0, cuda: bool = False, gap: float = 0.0,
+                     samples: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Median seconds of each of ``runs``. They take turns, ``per_turn`` runs each (with more than one,
     the first is untimed: it re-warms caches and the allocator after the others), so that all see
-    the same machine state: this CPU's speed drifts by tens of percent within minutes."""
+    the same machine state: this CPU's speed drifts by tens of percent within minutes. ``gap``: idle
+    seconds before each turn (runtimes whose worker threads spin after a run slow the next one down).
+    ``samples``, if given, receives every timed run (for per-round ratios and their ranges)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(warmup_rounds + rounds):
         for name, run in runs.items():
+            if gap:
+                time.sleep(gap)
             for i in range(per_turn):
                 if cuda:
                     torch.cuda.synchronize()
@@ -54,6 +59,8 @@ def seconds_in_turns(runs: dict[str, Callable[[], object]], rounds: int, per_tur
                     torch.cuda.synchronize()
                 if r >= warmup_rounds and (per_turn == 1 or i > 0):
                     times[name].append(time.perf_counter() - start)
+    if samples is not None:
+        samples.update(times)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
