@@ -119,7 +119,7 @@ def build_openvino_graph(model: CompactSRNet, image_dtype: np.dtype | None = Non
     dtype in and the upscaled tile out as (1, H, s, W, s, C), clipped and rounded like :func:`repsr.upscale`.
 
     The nearest-upsampled input is added before the pixel shuffle (one add in LR layout, no upsampled copy), and
-    a second output, the sum of the float result, is finite exactly when the result is (barring overflow).
+    a second output, the sum of the tail conv's output, is finite exactly when the result is (barring overflow).
     """
     import openvino as ov
     import openvino.opset13 as ops
@@ -149,9 +149,11 @@ def build_openvino_graph(model: CompactSRNet, image_dtype: np.dtype | None = Non
     def dims(*parts):
         return ops.concat([p if not isinstance(p, int) else ops.constant(np.array([p], np.int64)) for p in parts], 0)
 
+    # the sum of the tail conv's output (finite exactly when the result is, the input being finite) rather than of
+    # the result: the residual add then fuses with the clipping and rounding into one pass
+    check = ops.reduce_sum(h, ops.constant(np.array([0, 1, 2, 3], np.int64)), False, name="sum")
     y = ops.add(ops.reshape(h, dims(n, c, s * s, hh, ww), False), ops.reshape(xf, dims(n, model.num_in_ch, 1, hh, ww),
                                                                                   False))
-    check = ops.reduce_sum(y, ops.constant(np.array([0, 1, 2, 3, 4], np.int64)), False, name="sum")
     if image_dtype is None:
         out = ops.depth_to_space(ops.reshape(y, dims(n, c * s * s, hh, ww), False), "depth_first", s)
     else:

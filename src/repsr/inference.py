@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backends import PEAKS, OpenVINONet, resolve_backend
@@ -217,12 +218,25 @@ def _fusable(model: nn.Module, channels: int) -> bool:
     return isinstance(net, CompactSRNet) and net.num_in_ch == net.num_out_ch == channels
 
 
+def _shuffle_order(channels: int, scale: int, device: torch.device) -> Tensor:
+    """Tail conv output channels in (row, column, channel) order: PixelShuffle's output is then a copy of whole
+    ``scale * channels`` runs (in PyTorch's (channel, row, column) order it is a copy of single values)."""
+    return torch.arange(channels * scale * scale, device=device).view(channels, scale, scale).permute(1, 2, 0).flatten()
+
+
+def _replicate(channels: int, scale: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The (C, s*s*C) 0/1 matrix taking a pixel's C values to its s*s sub-pixels in (row, column, channel) order."""
+    return torch.eye(channels, dtype=dtype, device=device).repeat(1, scale * scale)
+
+
 def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
     """One HWC tile through a PyTorch Compact network, returned upscaled, clipped and rounded in ``part``'s dtype.
 
     The same arithmetic as the network followed by :func:`_from_float`: the input is divided by the peak in
     float32 and cast to the network's dtype, the residual is added in that dtype, and the result is clipped,
-    scaled, offset by 0.5 and truncated in float32 (truncation is floor for values >= 0).
+    scaled, offset by 0.5 and truncated in float32 (truncation is floor for values >= 0). The tail conv's
+    output channels are reordered (its weight rows permuted: the same dot products), so that its
+    channels_last output is (H, W, row, column, channel) and the pixel shuffle moves runs of values.
     """
     h, w, c = part.shape
     s = int(model.upscale)
@@ -230,11 +244,19 @@ def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype
     peak = PEAKS.get(part.dtype)
     x = (t.div(peak) if peak is not None else t.float()).to(dtype)  # int / float divides in float32, in one pass
     y = x
-    for layer in model.body:
+    *body, tail = model.body
+    for layer in body:
         y = layer(y)
-    y = y.permute(0, 2, 3, 1).reshape(h, w, c, s, s)  # channels_last: a view
-    y += x[0].permute(1, 2, 0)[:, :, :, None, None]  # the nearest-upsampled input, before the pixel shuffle
-    y = y.float()
+    order = _shuffle_order(c, s, device)
+    y = F.conv2d(y, tail.weight[order], tail.bias[order], tail.stride, tail.padding, tail.dilation, tail.groups)
+    y = y.permute(0, 2, 3, 1).reshape(h * w, s * s * c)  # channels_last: a view
+    # the nearest-upsampled input, before the pixel shuffle: y += x @ E with E copying each channel to its s*s
+    # places (0/1 entries: exactly y + x); one GEMM pass is several times faster than the broadcast add here
+    try:
+        y.addmm_(x[0].permute(1, 2, 0).reshape(h * w, c), _replicate(c, s, y.dtype, device))
+    except RuntimeError:  # no GEMM for this dtype on this device (fp16 on the CPU of older PyTorch)
+        y.view(h, w, s * s, c).add_(x[0].permute(1, 2, 0)[:, :, None, :])
+    y = y.float().view(h, w, s, s, c)
     if not torch.isfinite(y.sum()) and not torch.isfinite(y).all():  # the sum overflows only for huge values
         raise _nan_error(str(dtype).split(".")[-1])
     y.clamp_(0, 1)
@@ -243,7 +265,7 @@ def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype
     # the pixel shuffle: one copy into the output's layout, converting (truncating) to the output dtype on the way
     kind = {255.0: torch.uint8, 65535.0: torch.int32, None: torch.float32}[peak]
     out = torch.empty(h, s, w, s, c, dtype=kind, device=device)
-    out.permute(0, 2, 4, 1, 3).copy_(y)
+    out.permute(0, 2, 1, 3, 4).copy_(y)
     out = out.view(h * s, w * s, c).cpu().numpy()
     return out.astype(np.uint16) if part.dtype == np.uint16 else out
 
