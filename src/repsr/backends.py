@@ -26,11 +26,12 @@ from torch import Tensor, nn
 from .errors import RepsrError
 from .networks import CompactSRNet
 
-BACKENDS = ("auto", "torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino", "ncnn")
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-# In fp32, OpenVINO beats PyTorch's channels_last path only on wide networks (its f32 convolutions are
-# faster there); on M4C16 the end-to-end PyTorch path is as fast or faster. See benchmarks/RESULTS.md.
-OPENVINO_FP32_MIN_FEAT = 32
+# In fp32, other runtimes beat PyTorch's end-to-end path only on wide networks, where convolutions are nearly all
+# the work: ncnn's Winograd convolutions need fewer multiplications than PyTorch's (already at the GEMM rate);
+# on M4C16 PyTorch's end-to-end path is the fastest. See benchmarks/RESULTS.md (cpu_runtimes).
+WIDE_FEAT = 32
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 _told: set[str] = set()
@@ -47,6 +48,15 @@ def notice(message: str) -> None:
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def ncnn_available() -> bool:
+    try:
+        import ncnn  # noqa: F401
     except ImportError:
         return False
     return True
@@ -70,21 +80,26 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_backend(model: nn.Module, device: torch.device, precision: str, backend: str = "auto") -> tuple[str, str]:
-    """The (backend, precision) to run: ``backend="auto"`` picks the measured-fastest, with a notice on any fallback."""
+    """The (backend, precision) to run: ``backend="auto"`` picks the measured-fastest, with a notice on any fallback.
+
+    On the CPU, for deploy networks: bf16 runs in OpenVINO; fp32 networks of :data:`WIDE_FEAT` channels or more run
+    in ncnn (Winograd convolutions), else OpenVINO, when installed; everything else runs in PyTorch.
+    """
     if backend not in BACKENDS:
         raise RepsrError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return backend, precision
     on_cpu, compact = device.type == "cpu", isinstance(model, CompactSRNet)
-    if backend == "openvino":
+    if backend != "auto":
+        allowed = OPENVINO_PRECISIONS if backend == "openvino" else ("fp32",)
         if not on_cpu:
-            raise RepsrError(f"--backend openvino runs on the CPU, not on {device.type}")
-        if precision not in OPENVINO_PRECISIONS:
-            raise RepsrError(f"--backend openvino runs fp32 or bf16, not {precision}")
+            raise RepsrError(f"--backend {backend} runs on the CPU, not on {device.type}")
+        if precision not in allowed:
+            raise RepsrError(f"--backend {backend} runs {' or '.join(allowed)}, not {precision}")
         if not compact:
-            raise RepsrError("--backend openvino runs deploy networks (CompactSRNet); merge the model first")
-        if not openvino_available():
-            raise RepsrError("--backend openvino: OpenVINO is not installed (pip install 'repsr[openvino]')")
+            raise RepsrError(f"--backend {backend} runs deploy networks (CompactSRNet); merge the model first")
+        if not (openvino_available() if backend == "openvino" else ncnn_available()):
+            raise RepsrError(f"--backend {backend}: {backend} is not installed (pip install 'repsr[{backend}]')")
         if precision == "bf16" and not cpu_has_bf16():
             notice("this CPU has no bf16 instructions (AVX512-BF16/AMX); running in fp32")
             precision = "fp32"
@@ -103,8 +118,11 @@ def resolve_backend(model: nn.Module, device: torch.device, precision: str, back
             precision = "fp32"
         else:
             return "openvino", "bf16"
-    if compact and openvino_available() and model.num_feat >= OPENVINO_FP32_MIN_FEAT:
-        return "openvino", "fp32"
+    if compact and model.num_feat >= WIDE_FEAT:
+        if ncnn_available():
+            return "ncnn", "fp32"
+        if openvino_available():
+            return "openvino", "fp32"
     return "torch", "fp32"
 
 
@@ -166,23 +184,34 @@ def build_openvino_graph(model: CompactSRNet, image_dtype: np.dtype | None = Non
     return ov.Model([out, check], [x], "repsr")
 
 
-class OpenVINONet(nn.Module):
-    """A deploy network compiled by OpenVINO for the CPU, in ``precision`` (fp32 or bf16).
+class RuntimeNet(nn.Module):
+    """A deploy network run by another runtime on the CPU: called like the PyTorch network (float NCHW in [0, 1]
+    in and out), plus :meth:`run_image`, the fused image path. The PyTorch network is kept (in fp32, unused
+    by the forward) for what is read off a model: its scale, channels and receptive field."""
 
-    Called like the PyTorch network (float NCHW in [0, 1] in and out); :meth:`run_image` is the fused
-    image path. The PyTorch network is kept (in fp32, unused by the forward) for what is read off a model:
-    its scale, channels and receptive field.
-    """
+    precision = "fp32"
+
+    def __init__(self, model: CompactSRNet) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(model).float().cpu().eval()
+        self.upscale = model.upscale
+
+    def run_image(self, tile: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The upscaled HWC ``tile`` (uint8, uint16 or float32; C = the model's channels) in its dtype, clipped and
+        rounded like :func:`repsr.upscale`, and whether the float result passed the sum check for NaN/inf."""
+        raise NotImplementedError
+
+
+class OpenVINONet(RuntimeNet):
+    """A deploy network compiled by OpenVINO for the CPU, in ``precision`` (fp32 or bf16)."""
 
     def __init__(self, model: CompactSRNet, precision: str = "fp32", threads: int | None = None) -> None:
-        super().__init__()
+        super().__init__(model)
         import openvino as ov
 
         if precision not in OPENVINO_PRECISIONS:
             raise RepsrError(f"OpenVINO runs fp32 or bf16, not {precision}")
-        self.net = copy.deepcopy(model).float().cpu().eval()
-        self.upscale, self.precision = model.upscale, precision
-        self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        self.precision = precision
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
                         "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
@@ -201,8 +230,6 @@ class OpenVINONet(nn.Module):
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     def run_image(self, tile: np.ndarray) -> tuple[np.ndarray, bool]:
-        """The upscaled HWC ``tile`` (uint8, uint16 or float32; C = the model's channels), and whether its float
-        values were all finite (the sum check; see :func:`build_openvino_graph`)."""
         import openvino as ov
 
         h, w, c = tile.shape
@@ -213,3 +240,63 @@ class OpenVINONet(nn.Module):
         request.infer({0: np.ascontiguousarray(tile)[None]}, share_inputs=True)
         finite = bool(np.isfinite(request.get_output_tensor(1).data).all())
         return out.reshape(h * s, w * s, c), finite
+
+
+class NcnnNet(RuntimeNet):
+    """A deploy network run by ncnn on the CPU in fp32 (``pip install repsr[ncnn]``), with its Winograd convolutions:
+    on wide networks they need fewer multiplications than PyTorch's direct (GEMM-rate) convolutions.
+
+    ncnn computes network and residual in planar layout; clipping and rounding are PyTorch's (the same arithmetic
+    as :func:`repsr.upscale`), and OpenCV interleaves the rounded planes.
+    """
+
+    def __init__(self, model: CompactSRNet, threads: int | None = None) -> None:
+        super().__init__(model)
+        import tempfile
+
+        import ncnn
+
+        from .ncnn import ncnn_param, ncnn_weights
+
+        self._ncnn = ncnn.Net()
+        self._ncnn.opt.num_threads = threads or torch.get_num_threads()
+        with tempfile.TemporaryDirectory() as tmp:
+            param, weights = Path(tmp) / "net.param", Path(tmp) / "net.bin"
+            param.write_text(ncnn_param(self.net), encoding="ascii")
+            weights.write_bytes(ncnn_weights(self.net))
+            if self._ncnn.load_param(str(param)) != 0 or self._ncnn.load_model(str(weights)) != 0:
+                raise RepsrError("ncnn could not load the network")
+
+    def _planar(self, planes: list[np.ndarray]) -> np.ndarray:
+        """(C, H, W) float32 through the network: (C, sH, sW) float32, a copy owned by NumPy."""
+        import ncnn
+
+        from .ncnn import INPUT_BLOB, OUTPUT_BLOB
+
+        h, w = planes[0].shape
+        mat = ncnn.Mat(w, h, len(planes))  # ncnn's own row-aligned channels, filled plane by plane
+        for q, plane in enumerate(planes):
+            np.array(mat.channel(q), copy=False)[:] = plane
+        extractor = self._ncnn.create_extractor()
+        extractor.input(INPUT_BLOB, mat)
+        ret, out = extractor.extract(OUTPUT_BLOB)
+        if ret != 0:
+            raise RepsrError(f"ncnn failed to run the network (code {ret})")
+        return np.array(out, dtype=np.float32, copy=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.detach().float().cpu().numpy()
+        return torch.from_numpy(np.stack([self._planar(list(image)) for image in x]))
+
+    def run_image(self, tile: np.ndarray) -> tuple[np.ndarray, bool]:
+        import cv2
+
+        peak = PEAKS.get(tile.dtype)
+        planes = [tile[:, :, q].astype(np.float32) / np.float32(peak or 1) for q in range(tile.shape[2])]
+        y = torch.from_numpy(self._planar(planes))
+        finite = bool(torch.isfinite(y.sum()))
+        y.clamp_(0, 1)
+        if peak is not None:
+            y = y.mul_(peak).add_(0.5).to(torch.uint8 if peak == 255 else torch.int32)
+        out = [plane.numpy().astype(tile.dtype, copy=False) for plane in y]
+        return (cv2.merge(out) if len(out) > 1 else out[0][:, :, None]), finite

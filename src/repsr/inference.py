@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backends import PEAKS, OpenVINONet, resolve_backend
+from .backends import PEAKS, NcnnNet, OpenVINONet, RuntimeNet, resolve_backend
 from .errors import RepsrError
 from .metrics import rgb2ycbcr, ycbcr2rgb
 from .networks import CompactSRNet
@@ -82,16 +82,18 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
 def prepare(model: nn.Module, device: torch.device | str, precision: str = "fp32",
             backend: str = "auto") -> nn.Module:
     """A copy of ``model`` ready to run: on ``device`` in ``precision``, eval mode, channels_last; or, on the CPU,
-    an :class:`~repsr.backends.OpenVINONet` where that is the faster runtime (``backend="auto"``, see
-    :func:`repsr.backends.resolve_backend`)."""
+    a :class:`~repsr.backends.RuntimeNet` (OpenVINO, ncnn) where that is the faster runtime (``backend="auto"``,
+    see :func:`repsr.backends.resolve_backend`)."""
     if precision not in PRECISIONS:
         raise RepsrError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = pick_device(device)
-    if isinstance(model, OpenVINONet):
+    if isinstance(model, RuntimeNet):
         model = model.net
     backend, precision = resolve_backend(model, device, precision, backend)
     if backend == "openvino":
         return OpenVINONet(model, precision)
+    if backend == "ncnn":
+        return NcnnNet(model)
     prepared = copy.deepcopy(model).to(device=device, dtype=PRECISIONS[precision]).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # tiles repeat the same shapes: autotuning pays off
@@ -114,7 +116,7 @@ def prepared_model(model: nn.Module, device: torch.device | str = "auto", precis
     """:func:`prepare`, cached per model while its weights stay the same (a copy, or an OpenVINO compilation,
     costs as much as the network on a small image)."""
     device = pick_device(device)
-    if isinstance(model, OpenVINONet):
+    if isinstance(model, RuntimeNet):
         return model
     key = (str(device), precision, backend)
     fingerprint = _fingerprint(model)
@@ -133,7 +135,7 @@ def prepared_model(model: nn.Module, device: torch.device | str = "auto", precis
 def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype, str]:
     """Device and dtype of the tensors ``model`` takes, and the name of the precision it computes in."""
     param = next(model.parameters())
-    name = model.precision if isinstance(model, OpenVINONet) else str(param.dtype).split(".")[-1]
+    name = model.precision if isinstance(model, RuntimeNet) else str(param.dtype).split(".")[-1]
     return param.device, param.dtype, name
 
 
@@ -214,7 +216,7 @@ def _from_float(image: np.ndarray, peak: float | None, dtype: np.dtype) -> np.nd
 def _fusable(model: nn.Module, channels: int) -> bool:
     """Whether the fused image path computes this model's function: a Compact network whose input and output
     channels are the image's (the same layers in the same order; an OpenVINO network always is one)."""
-    net = model.net if isinstance(model, OpenVINONet) else model
+    net = model.net if isinstance(model, RuntimeNet) else model
     return isinstance(net, CompactSRNet) and net.num_in_ch == net.num_out_ch == channels
 
 
@@ -271,7 +273,7 @@ def _torch_image(model: nn.Module, part: np.ndarray, device: torch.device, dtype
 
 
 def _image_tile(model: nn.Module, part: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
-    if not isinstance(model, OpenVINONet):
+    if not isinstance(model, RuntimeNet):
         return _torch_image(model, part, device, dtype)
     out, finite = model.run_image(part)
     if not finite:  # the sum check failed: look at the values themselves
