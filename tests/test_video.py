@@ -32,7 +32,7 @@ def picture(i: int, w: int, h: int) -> np.ndarray:
 
 
 def make_clip(path, frames=12, size=(64, 48), fmt=None, vcodec="libx264", pix_fmt="yuv420p", audio="aac",
-              rotation=0, pts=None, subtitles=None, color_range=None, options=None, time_base=None):
+              rotation=0, pts=None, subtitles=None, color_range=None, options=None, time_base=None, attachment=None):
     """Write a test clip; returns the RGB frames as encoded (before the codec's loss)."""
     w, h = size
     out = av.open(str(path), "w", format=fmt)
@@ -49,6 +49,8 @@ def make_clip(path, frames=12, size=(64, 48), fmt=None, vcodec="libx264", pix_fm
     if audio:
         a = out.add_stream(audio, rate=AUDIO_RATE)
         a.layout = "stereo"
+    if attachment:
+        out.add_attachment(attachment[0], "application/x-truetype-font", attachment[1])
     subs = None
     if subtitles:
         subs_in = av.open(str(subtitles))
@@ -176,8 +178,10 @@ def test_lossless_output_equals_the_image_path(clip, tmp_path):
         assert main(["upscale", str(clip), "-o", str(out), "--model", MODEL, "--codec", "ffv1", *extra]) == 0
         frames, _, _ = decode(out / "clip_x2.mkv", colorspace=None, color_range=None)
         for got, want in zip(frames, expected, strict=True):
-            diff = np.abs(got.astype(int) - want.astype(int))
-            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # fp32 summation order may flip a rare level
+            if not extra:
+                np.testing.assert_array_equal(got, want)  # bit for bit
+            diff = np.abs(got.astype(int) - want.astype(int))  # tiles: fp32 summation order may flip a rare level
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_tiling_and_precision_as_for_images(clip):
@@ -197,7 +201,7 @@ def test_mkv_copies_subtitles_and_keeps_variable_frame_rate(tmp_path):
     clip = tmp_path / "vfr.mkv"
     pts = [0, 40, 80, 200, 240, 400, 440, 480]  # milliseconds: a variable frame rate
     make_clip(clip, frames=len(pts), pts=pts, subtitles=srt, time_base=Fraction(1, 1000),
-              options={"bf": "0"})
+              options={"bf": "0"}, attachment=("font.ttf", b"not really a font" * 9))
     assert main(["upscale", str(clip), "--model", MODEL]) == 0  # no -o: beside the input
     result = tmp_path / "vfr_x2.mkv"
     _, times, _ = decode(result)
@@ -206,6 +210,9 @@ def test_mkv_copies_subtitles_and_keeps_variable_frame_rate(tmp_path):
     subs_out, _, stream = packets(result, "subtitle")
     assert subs_out == subs_in and stream.codec_context.name in ("subrip", "srt")
     assert packets(result, "audio")[0] == packets(clip, "audio")[0]
+    with av.open(str(result)) as c:
+        (font,) = c.streams.attachments  # e.g. the fonts of ASS subtitles
+        assert font.data == b"not really a font" * 9 and font.metadata["filename"] == "font.ttf"
 
 
 def test_full_range_input_stays_full_range(tmp_path):
@@ -330,3 +337,41 @@ def test_without_pyav_the_error_says_how_to_install(clip, tmp_path, monkeypatch,
     monkeypatch.setitem(sys.modules, "av", None)  # import av now fails
     assert main(["upscale", str(clip), "-o", str(tmp_path), "--model", MODEL]) == 1
     assert "video needs PyAV: pip install 'repsr[video]'" in capsys.readouterr().err
+
+
+def test_ten_bit_input_stays_ten_bit_with_h265(tmp_path):
+    clip = tmp_path / "deep.mkv"
+    make_clip(clip, frames=3, audio=None, vcodec="libx265", pix_fmt="yuv420p10le",
+              options={"x265-params": "log-level=error", "preset": "ultrafast"})
+    model = prepare(load_model(MODEL), torch.device("cpu"))
+    result = upscale_video(clip, tmp_path / "deep_x2.mkv", model, VideoOptions(codec="h265", preset="ultrafast"))
+    with av.open(str(result.output)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    assert not result.notes
+    eight = upscale_video(clip, tmp_path / "deep8_x2.mkv", model)  # H.264 by default: 8 bits, and a note
+    assert any("10-bit samples; h264 writes 8" in n for n in eight.notes)
+    frames, _, _ = decode(result.output, colorspace=None, color_range=None)
+    assert len(frames) == 3 and frames[0].shape == (96, 128, 3)
+
+
+def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
+    """A kill (SIGTERM) removes the output in progress, temporary file included, and exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = tmp_path / "long.mp4"
+    make_clip(clip, frames=900, audio=None)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "repsr.cli", "upscale", str(clip), "-o", str(out), "--model", MODEL],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".long_x2.mp4.*")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, "finished before it could be stopped"
+    os.kill(run.pid, signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and "interrupted" in err
+    assert list(out.iterdir()) == []

@@ -12,10 +12,13 @@ Each output is written under a temporary name and renamed, existing outputs are 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +126,26 @@ def _same_folder(a: Path, b: Path) -> bool:
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: the output in progress is removed (no temporary
+    file is left behind), finished outputs stay. Signals set to be ignored (``nohup``) stay ignored."""
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+                installed[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
 def _make_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise RepsrError(f"{folder}: exists and is not a folder")
@@ -191,47 +214,48 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
         return overwrite or not os.path.lexists(dst)
 
     try:
-        for src in bar:
-            try:
-                folder = out_root if out_root is not None else src.parent
-                if folder not in ready_folders:
-                    _make_folder(folder)
-                    ready_folders.add(folder)
-                if is_video(src):
-                    ext, _ = output_container(src, video.codec)
-                    dst = folder / (src.stem + name_suffix + ext)
+        with stop_on_signals():
+            for src in bar:
+                try:
+                    folder = out_root if out_root is not None else src.parent
+                    if folder not in ready_folders:
+                        _make_folder(folder)
+                        ready_folders.add(folder)
+                    if is_video(src):
+                        ext, _ = output_container(src, video.codec)
+                        dst = folder / (src.stem + name_suffix + ext)
+                        if not target(src, dst):
+                            claimed[dst] = src
+                            report.skipped.append(src)
+                            continue
+                        claimed[dst] = src  # a video is long: claimed before, an image once it is read
+                        _upscale_video(src, dst, model, video, show, tag)
+                        report.videos += 1
+                        report.done.append(src)
+                        continue
+                    dst = output_path(src, folder, fmt, False, name_suffix)
                     if not target(src, dst):
                         claimed[dst] = src
                         report.skipped.append(src)
                         continue
-                    claimed[dst] = src  # a video is long: claimed before, an image once it is read
-                    _upscale_video(src, dst, model, video, show, tag)
-                    report.videos += 1
-                    report.done.append(src)
-                    continue
-                dst = output_path(src, folder, fmt, False, name_suffix)
-                if not target(src, dst):
+                    img = read_image(src)
+                    if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
+                        dst = output_path(src, folder, fmt, True, name_suffix)
+                        if not target(src, dst):
+                            claimed[dst] = src
+                            report.skipped.append(src)
+                            continue
                     claimed[dst] = src
-                    report.skipped.append(src)
-                    continue
-                img = read_image(src)
-                if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
-                    dst = output_path(src, folder, fmt, True, name_suffix)
-                    if not target(src, dst):
-                        claimed[dst] = src
-                        report.skipped.append(src)
-                        continue
-                claimed[dst] = src
-                out = upscale(img, model, tile=tile, prepared=True)
-                if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
-                    out = (out // 257).astype(np.uint8)
-                write_image(dst, out, software=software)
-                report.done.append(src)
-            except RepsrError as e:
-                message = str(e)
-                message = message if message.startswith(str(src)) else f"{src}: {message}"
-                report.failed.append((src, message))
-                tqdm.write(f"repsr: {message}", file=sys.stderr)
+                    out = upscale(img, model, tile=tile, prepared=True)
+                    if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
+                        out = (out // 257).astype(np.uint8)
+                    write_image(dst, out, software=software)
+                    report.done.append(src)
+                except RepsrError as e:
+                    message = str(e)
+                    message = message if message.startswith(str(src)) else f"{src}: {message}"
+                    report.failed.append((src, message))
+                    tqdm.write(f"repsr: {message}", file=sys.stderr)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:

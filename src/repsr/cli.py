@@ -284,13 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     up = sub.add_parser("upscale", help="upscale images and videos with a bundled or trained model",
-                        description="Upscale images and videos. Outputs are named after their inputs with a suffix "
-                        "(photo.jpg -> photo_x4.png, clip.mp4 -> clip_x4.mp4) and never replace an input, "
-                        "--overwrite or not. Each output is written under a temporary name and renamed when complete.",
+                        description="Upscale images and videos. Outputs are named after their inputs with a\n"
+                        "suffix (photo.jpg -> photo_x4.png, clip.mp4 -> clip_x4.mp4) and never replace an input,\n"
+                        "--overwrite or not. Each is written under a temporary name and renamed when complete.",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=UPSCALE_EXAMPLES)
     up.add_argument("inputs", nargs="+", metavar="INPUT",
                     help="image or video files, folders (their images and videos) and globs (quote them: "
-                         "'shots/*.png'). Images: png, jpg, webp, bmp, tif; videos: mp4, mkv, mov, webm, gif, avi, ts")
+                         "'shots/*.png'). Images: png, jpg, webp, bmp, tif; videos: mp4, m4v, mkv, mov, webm, gif, "
+                         "avi, ts, m2ts")
     up.add_argument("-o", "--output", metavar="OUTDIR",
                     help="output folder, created if needed (default: beside each input)")
     up.add_argument("--model", help="bundled model name, deploy file or training checkpoint "
@@ -304,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"],
                     help="fp32 (default); bf16: faster on GPUs and, with OpenVINO, on CPUs with bf16 instructions; "
                          "fp16: GPUs; fp64 makes tiled output bit-identical to untiled")
-    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                    help="CPU runtime: auto (default: OpenVINO where installed and measured faster, i.e. bf16 and "
-                         "wide fp32 networks; else PyTorch), torch, or openvino (pip install 'repsr[openvino]')")
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "ncnn"],
+                    help="CPU runtime: auto (default: the measured fastest installed one: OpenVINO for bf16, ncnn or "
+                         "OpenVINO for wide fp32 networks, else PyTorch), torch, openvino or ncnn "
+                         "(pip install 'repsr[openvino]' / 'repsr[ncnn]')")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     up.add_argument("--overwrite", action="store_true", help="redo outputs that exist (inputs are never replaced)")
     img = up.add_argument_group("images")
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--preset", help="encoder speed: h264/h265 ultrafast..veryslow (default medium), "
                                       "vp9 0-8 (default 4), av1 0-13 (default 8)")
     vid.add_argument("--pix-fmt", help="pixel format (default: yuv420p; 10-bit inputs stay 10-bit with h265, vp9 "
-                                       "and av1; ffv1: yuv444p)")
+                                       "and av1; ffv1: bgr0, lossless RGB)")
     vid.add_argument("--batch", type=int, help="frames per network call (default: 1 on CPU, 4 on GPU)")
     up.set_defaults(func=_cmd_upscale)
 

@@ -321,6 +321,18 @@ def _bits(frame: Any) -> int:
     return max(c.bits for c in frame.format.components) if frame.format.components else 8
 
 
+def _bits_of(av: Any, pix_fmt: str) -> int:
+    components = av.VideoFormat(pix_fmt).components
+    return max(c.bits for c in components) if components else 8
+
+
+def _has_transparency(frame: Any) -> bool:
+    try:
+        return bool((frame.to_ndarray(format="rgba")[:, :, 3] < 255).any())
+    except Exception:  # a format PyAV cannot convert: say nothing
+        return False
+
+
 # ----------------------------------------------------------------------------- the stream
 
 def _display_matrix(frame: Any) -> list[int] | None:
@@ -490,18 +502,23 @@ class _Job:
         self.out = out = av.open(str(tmp), "w", format=MUXERS[self.ext], options=options)
         _copy_tags(self.inp.metadata, out.metadata, _CONTAINER_TAGS)
 
-        self.bits = 16 if _bits(first) > 8 else 8
+        deep = _bits(first) > 8
         pix_fmt = self.options.pix_fmt or self.codec.pix_fmt
-        if self.options.pix_fmt is None and self.bits == 16 and self.codec_name in ("h265", "vp9", "av1"):
+        if self.options.pix_fmt is None and deep and self.codec_name in ("h265", "vp9", "av1"):
             pix_fmt = "yuv420p10le"  # keep a 10/12-bit input's depth where the codec plays it everywhere
-        elif self.options.pix_fmt is None and self.bits == 16 and self.codec_name == "ffv1":
+        elif self.options.pix_fmt is None and deep and self.codec_name == "ffv1":
             pix_fmt = "gbrp16le"
-        elif self.options.pix_fmt is None and self.bits == 16:
+        elif self.options.pix_fmt is None and deep:
             self.notes.append(f"the input has {_bits(first)}-bit samples; {self.codec_name} writes 8 "
                               "(--codec h265 or --pix-fmt yuv420p10le keeps more)")
-        if av.VideoFormat(pix_fmt).components and max(c.bits for c in av.VideoFormat(pix_fmt).components) > 8:
-            self.bits = 16
+        # frames travel with 8 bits per sample unless both the input and the output have more
+        self.bits = 16 if deep and _bits_of(av, pix_fmt) > 8 else 8
         self.pix_fmt = pix_fmt
+        if getattr(first, "interlaced_frame", False):
+            self.notes.append("the input is interlaced: its frames are upscaled as they are, fields together "
+                              "(deinterlace it first for clean edges, e.g. ffmpeg -vf bwdif)")
+        if first.format.name in ("bgra", "rgba", "argb", "abgr", "pal8") and _has_transparency(first):
+            self.notes.append("transparency is not kept: transparent pixels get the colour under them")
         self.colour = _colour_of(first)
         w, h = first.width * self.scale, first.height * self.scale
         step_w, step_h = _chroma_steps(pix_fmt)
@@ -754,9 +771,14 @@ class _Job:
                 out.mux(packet)
 
     def _encode_frame(self, av: Any, reformatter: Any, array: np.ndarray, rgb_fmt: str) -> Any:
-        frame = av.VideoFrame.from_ndarray(array, format=rgb_fmt)
         if self.codec_name == "gif":
             return _palette_frame(av, array if array.dtype == np.uint8 else (array >> 8).astype(np.uint8))
+        frame = None
+        if self.pix_fmt != rgb_fmt:  # a view of the array (no copy): the reformat makes the frame the encoder keeps
+            with contextlib.suppress(ValueError, TypeError):
+                frame = av.VideoFrame.from_numpy_buffer(array, format=rgb_fmt)
+        if frame is None:
+            frame = av.VideoFrame.from_ndarray(array, format=rgb_fmt)
         if self.pix_fmt.startswith(("gbr", "rgb", "bgr")):
             return reformatter.reformat(frame, format=self.pix_fmt)
         return reformatter.reformat(frame, format=self.pix_fmt, dst_colorspace=self.colour.matrix,
