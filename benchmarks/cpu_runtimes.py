@@ -29,7 +29,7 @@ import torch
 from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, load_model, reparameterize_model
-from repsr.backends import OpenVINONet, cpu_has_bf16, openvino_available
+from repsr.backends import NcnnNet, OpenVINONet, cpu_has_bf16, openvino_available
 from repsr.export import export_onnx
 from repsr.inference import prepare, upscale
 from repsr.zoo import bundled_models
@@ -140,7 +140,7 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
             fp32 = prepare(model, CPU, "fp32")
             bf16 = prepare(model, CPU, "bf16")
             net_torch = prepare(model, CPU, "fp32", "torch")
-            fp32_backend = "OpenVINO" if isinstance(fp32, OpenVINONet) else "PyTorch"
+            fp32_backend = {OpenVINONet: "OpenVINO", NcnnNet: "ncnn"}.get(type(fp32), "PyTorch")
             bf16_label = "OpenVINO bf16" if isinstance(bf16, OpenVINONet) else "fp32 (no fast bf16 here)"
             others = other_runtimes(model, tmp, threads)
             eager = eager_nchw(model, tmp)
@@ -170,6 +170,7 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
                      "samples_ms": {k: [v * 1e3 for v in s] for k, s in samples.items()},
                      "e2e_over_network": ratio(samples, "repsr network PyTorch fp32", "repsr fp32 PyTorch"),
                      "bf16_speedup": ratio(samples, "repsr bf16", "repsr fp32"),
+                     "bf16_speedup_vs_pytorch_fp32": ratio(samples, "repsr bf16", "repsr fp32 PyTorch"),
                      "fastest_other_fp32": fastest,
                      "fp32_vs_fastest_other": ratio(samples, "repsr fp32", fastest)}
                 results.append(r)
@@ -179,6 +180,7 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
                     f"{cell['repsr fp32 PyTorch']} | {cell['repsr network PyTorch fp32']} | "
                     f"**{fmt(r['e2e_over_network'])}** | {cell['repsr bf16']} ({bf16_label}) | "
                     f"{cell.get('repsr network OpenVINO bf16', '')} | **{fmt(r['bf16_speedup'])}** | "
+                    f"{fmt(r['bf16_speedup_vs_pytorch_fp32'])} | "
                     f"{cell['PyTorch eager NCHW']} | {cell.get('onnxruntime', '')} | {cell.get('OpenVINO f32', '')} | "
                     f"{cell.get('OpenVINO bf16', '')} | {cell.get('ncnn', '')} | "
                     f"**{fmt(r['fp32_vs_fastest_other'])}** ({fastest}) |")
@@ -242,14 +244,15 @@ def main() -> None:
         "**e2e / net**: `repsr.upscale` on a uint8 image with PyTorch (colour conversion, NaN check, rounding "
         "included) over the prepared PyTorch network alone on a channels_last float tensor (target: <= 1.10x). "
         "**bf16 speed-up**: `repsr.upscale` in fp32 over bf16, both with the automatic backend (targets: >= 1.3x "
-        "M4C16, >= 1.45x M16C64). **fp32 vs fastest**: the fastest other fp32 runtime's network call over repsr's "
+        "M4C16, >= 1.45x M16C64); **vs PyTorch fp32**: the same against the end-to-end PyTorch fp32 path. "
+        "**fp32 vs fastest**: the fastest other fp32 runtime's network call over repsr's "
         "end-to-end fp32 (above 1: repsr is faster; target >= 1). Other runtimes run the network alone on float "
         "NCHW tensors: PyTorch eager NCHW (spandrel's way), onnxruntime and OpenVINO on the exported ONNX "
         "graph, ncnn on the exported ncnn files with its default (Winograd) convolutions.\n\n"
         "| network | input -> output | repsr fp32 ms (backend) | repsr fp32 PyTorch e2e ms | "
         "PyTorch network ms | e2e / net | repsr bf16 ms | OpenVINO bf16 network ms | bf16 speed-up | "
-        "PyTorch eager NCHW ms | onnxruntime ms | OpenVINO f32 ms | OpenVINO bf16 ms | ncnn ms | "
-        "fp32 vs fastest other |\n|" + "---|" * 15 + "\n" + "\n".join(rows))
+        "bf16 vs PyTorch fp32 | PyTorch eager NCHW ms | onnxruntime ms | OpenVINO f32 ms | OpenVINO bf16 ms | "
+        "ncnn ms | fp32 vs fastest other |\n|" + "---|" * 16 + "\n" + "\n".join(rows))
     if psnr:
         text += ("\n\nPSNR (Y, BasicSR protocol) of the bundled models through `repsr.upscale`, fp32 against "
                  "`--precision bf16` (target: change <= 0.02 dB).\n\n"
