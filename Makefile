@@ -26,7 +26,7 @@ test: $(VENV)/.test
 
 # every benchmark; each writes its section of benchmarks/RESULTS.md and a JSON file in benchmarks/results/
 bench: $(VENV)/.test
-	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory bf16_cpu video_speed; do \
+	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory cpu_runtimes video_speed; do \
 		$(PY) benchmarks/$$b.py || exit 1; done
 
 # on a CUDA machine: deploy networks in fp32/fp16/bf16, batch 1 and 8, eager and CUDA graph, against the floor

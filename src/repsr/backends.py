@@ -1,15 +1,17 @@
-"""Where the deploy network runs on the CPU: PyTorch, or OpenVINO when installed (``pip install repsr[openvino]``).
+"""Where the deploy network runs on the CPU: PyTorch, OpenVINO or ncnn (``pip install repsr[openvino]`` / ``[ncnn]``).
 
-Measured on this project's benchmark machine (``benchmarks/cpu_runtimes.py``): PyTorch's bf16
-convolutions on CPU are several times slower than its fp32 ones, while OpenVINO's bf16 runs the
-same networks 1.3-2x faster than fp32; so ``--precision bf16`` on a CPU uses OpenVINO when it is
-installed and the CPU has bf16 instructions, and otherwise says why and stays in fp32. In fp32
-:data:`OPENVINO_FP32_MIN_FEAT` says from which width OpenVINO is the faster runtime.
+Measured on this project's benchmark machine (``benchmarks/cpu_runtimes.py``, RESULTS.md): PyTorch's
+bf16 convolutions on the CPU are several times slower than its fp32 ones, while OpenVINO's bf16 runs
+the networks up to 2x faster than PyTorch's fp32; so ``--precision bf16`` on a CPU uses OpenVINO when
+it is installed and the CPU has bf16 instructions, and otherwise says why in one line and stays in
+fp32. In fp32, PyTorch's end-to-end path is the fastest for narrow networks; for wide ones
+(:data:`WIDE_FEAT` channels and up) ncnn's Winograd convolutions, which need fewer multiplications
+than PyTorch's GEMM-rate direct ones, are faster, and OpenVINO's f32 next.
 
-:class:`OpenVINONet` is an ``nn.Module`` (float NCHW in, float NCHW out, like the PyTorch network)
-so that everything written for a prepared model keeps working, plus :meth:`OpenVINONet.run_image`,
-one call from an image tile (uint8, uint16 or float32 HWC) to the upscaled tile in the same dtype:
-conversion, residual, clipping and rounding all happen inside the compiled graph.
+:class:`RuntimeNet` (OpenVINO, ncnn) is an ``nn.Module`` (float NCHW in, float NCHW out, like the
+PyTorch network) so that everything written for a prepared model keeps working, plus
+:meth:`RuntimeNet.run_image`, one call from an image tile (uint8, uint16 or float32 HWC) to the
+upscaled tile in the same dtype, clipped and rounded as :func:`repsr.upscale` does.
 """
 
 from __future__ import annotations
