@@ -125,6 +125,10 @@ def test_runtime_network_keeps_the_guarantees(model, backend):
     y_net = prepare(y_model, CPU, "fp32", backend)
     assert np.abs(upscale(img[:, :, :3], y_net, prepared=True).astype(int)
                   - upscale(img[:, :, :3], y_model, backend="torch")).max() <= 1
+    for gray_in in (img[:, :, 0], img[:, :, 0] / np.float32(255)):  # gray into a 1-channel network: the fused path
+        out = upscale(gray_in, y_net, prepared=True)
+        assert out.shape == (46, 62) and out.dtype == gray_in.dtype
+        assert np.abs(out.astype(float) - upscale(gray_in, y_model, backend="torch")).max() <= 1
     broken = CompactSRNet(num_feat=4, num_conv=1, upscale=2)
     with torch.no_grad():
         broken.body[0].weight.fill_(float("nan"))

@@ -270,8 +270,8 @@ class NcnnNet(RuntimeNet):
             if self._ncnn.load_param(str(param)) != 0 or self._ncnn.load_model(str(weights)) != 0:
                 raise RepsrError("ncnn could not load the network")
 
-    def _planar(self, planes: list[np.ndarray]) -> np.ndarray:
-        """(C, H, W) float32 through the network: (C, sH, sW) float32, a copy owned by NumPy."""
+    def _planar(self, planes: list[np.ndarray]):
+        """(C, H, W) float32 through the network: the output Mat (C, sH, sW) float32, which NumPy can view."""
         import ncnn
 
         from .ncnn import INPUT_BLOB, OUTPUT_BLOB
@@ -285,21 +285,22 @@ class NcnnNet(RuntimeNet):
         ret, out = extractor.extract(OUTPUT_BLOB)
         if ret != 0:
             raise RepsrError(f"ncnn failed to run the network (code {ret})")
-        return np.array(out, dtype=np.float32, copy=True)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.detach().float().cpu().numpy()
-        return torch.from_numpy(np.stack([self._planar(list(image)) for image in x]))
+        return torch.from_numpy(np.stack([np.array(self._planar(list(image)), dtype=np.float32) for image in x]))
 
     def run_image(self, tile: np.ndarray) -> tuple[np.ndarray, bool]:
         import cv2
 
         peak = PEAKS.get(tile.dtype)
         planes = [tile[:, :, q].astype(np.float32) / np.float32(peak or 1) for q in range(tile.shape[2])]
-        y = torch.from_numpy(self._planar(planes))
+        mat = self._planar(planes)  # kept alive while its memory is used below (rounded in place, no copy)
+        y = torch.from_numpy(np.array(mat, copy=False))
         finite = bool(torch.isfinite(y.sum()))
         y.clamp_(0, 1)
         if peak is not None:
             y = y.mul_(peak).add_(0.5).to(torch.uint8 if peak == 255 else torch.int32)
         out = [plane.numpy().astype(tile.dtype, copy=False) for plane in y]
-        return (cv2.merge(out) if len(out) > 1 else out[0][:, :, None]), finite
+        return (cv2.merge(out) if len(out) > 1 else out[0][:, :, None].copy()), finite  # own memory, not ncnn's
