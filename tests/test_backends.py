@@ -180,3 +180,15 @@ def test_cli_backend_option(tmp_path, capsys):
                  "--precision", "fp16"]) == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line == "repsr: error: --backend openvino runs fp32 or bf16, not fp16"
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_runtimes_tile_only_to_bound_memory(model, backend):
+    from repsr.inference import CPU_TILE_ABOVE_BYTES, RUNTIME_TILE, RUNTIME_TILE_ABOVE_BYTES, auto_tile
+
+    net = prepare(model, CPU, "fp32", backend)
+    widest = 3 * 2**2 * 4  # bytes per LR pixel of the widest activation: the tail conv's 12 float channels
+    side = int((CPU_TILE_ABOVE_BYTES / widest) ** 0.5) + 8  # PyTorch would tile here
+    assert auto_tile(net, (1, 3, side, side), CPU, torch.float32) == 0
+    side = int((RUNTIME_TILE_ABOVE_BYTES / widest) ** 0.5) + 8
+    assert auto_tile(net, (1, 3, side, side), CPU, torch.float32) == RUNTIME_TILE
