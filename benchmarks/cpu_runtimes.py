@@ -36,7 +36,7 @@ from repsr.zoo import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-OUTPUTS = {"720p": (720, 1280), "1080p": (1080, 1920)}
+OUTPUTS = {"720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
 
 
 def networks(sizes: list[str]) -> dict[str, torch.nn.Module]:
@@ -144,7 +144,10 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
             bf16_label = "OpenVINO bf16" if isinstance(bf16, OpenVINONet) else "fp32 (no fast bf16 here)"
             others = other_runtimes(model, tmp, threads)
             eager = eager_nchw(model, tmp)
-            for output in args.outputs.split(","):
+            outputs = args.outputs.split(",")
+            if name == "M4C16" and args.narrow_outputs:
+                outputs += args.narrow_outputs.split(",")
+            for output in outputs:
                 oh, ow = OUTPUTS[output]
                 h, w = oh // model.upscale, ow // model.upscale
                 img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -230,6 +233,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", default="4x16,16x64", help="comma-separated MxC (blocks x channels)")
     parser.add_argument("--outputs", default="720p,1080p")
+    parser.add_argument("--narrow-outputs", default="2160p",
+                        help="more outputs for M4C16 only, where PyTorch tiles (4K: seconds per run for M16C64)")
     parser.add_argument("--gap", type=float, default=0.2, help="idle seconds before each runtime's turn")
     parser.add_argument("--no-psnr", action="store_true")
     args = parser.parse_args()
@@ -248,7 +253,8 @@ def main() -> None:
         "**fp32 vs fastest**: the fastest other fp32 runtime's network call over repsr's "
         "end-to-end fp32 (above 1: repsr is faster; target >= 1). Other runtimes run the network alone on float "
         "NCHW tensors: PyTorch eager NCHW (spandrel's way), onnxruntime and OpenVINO on the exported ONNX "
-        "graph, ncnn on the exported ncnn files with its default (Winograd) convolutions.\n\n"
+        "graph, ncnn on the exported ncnn files with its default (Winograd) convolutions. repsr's end-to-end "
+        "calls use the default tiling: PyTorch tiles the 2160p input (320 px), OpenVINO and ncnn run one pass.\n\n"
         "| network | input -> output | repsr fp32 ms (backend) | repsr fp32 PyTorch e2e ms | "
         "PyTorch network ms | e2e / net | repsr bf16 ms | OpenVINO bf16 network ms | bf16 speed-up | "
         "bf16 vs PyTorch fp32 | PyTorch eager NCHW ms | onnxruntime ms | OpenVINO f32 ms | OpenVINO bf16 ms | "
