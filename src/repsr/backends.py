@@ -262,7 +262,6 @@ class NcnnNet(RuntimeNet):
 
         self._ncnn = ncnn.Net()
         self._ncnn.opt.num_threads = threads or torch.get_num_threads()
-        self._ncnn.opt.openmp_blocktime = 0  # its threads would spin 20 ms after a run, slowing the rounding after it
         with tempfile.TemporaryDirectory() as tmp:
             param, weights = Path(tmp) / "net.param", Path(tmp) / "net.bin"
             param.write_text(ncnn_param(self.net), encoding="ascii")
