@@ -51,7 +51,7 @@ class VideoCodec:
     encoder: str
     pix_fmt: str
     crf: tuple[int, int, int] | None  # default, lowest, highest; None: no quality setting
-    containers: tuple[str, ...]  # output extensions that take it (the first is the fallback)
+    containers: tuple[str, ...]  # output extensions that take it (see output_container for the fallback)
     presets: tuple[str, ...] = ()
     default_preset: str | None = None
 
