@@ -295,3 +295,21 @@ def test_the_three_demos_write_to_their_own_folders():
     train = str(Path("runs") / load_config("demo", check_paths=False).name)  # repsr train demo
     assert len({method, upscale_demo, train}) == 3, (method, upscale_demo, train)
     assert (method, upscale_demo) == ("runs/demo-method", "runs/demo-upscale")
+
+
+def test_readme_documents_every_preset():
+    import itertools
+    import re
+    from pathlib import Path
+
+    from repsr.config import preset_names
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("| preset | what |"):].split("\n\n")[0]
+    documented = set()
+    for cell in re.findall(r"^\| (.+?) \|", table, re.M)[1:]:  # the header row is the first
+        for name in re.findall(r"`([^`]+)`", cell):
+            parts = re.split(r"\{([^}]*)\}", name)  # repsr_x{2,3,4}_{m4c16,...}: every combination
+            options = [p.split(",") if i % 2 else [p] for i, p in enumerate(parts)]
+            documented |= {"".join(c) for c in itertools.product(*options)}
+    assert set(preset_names()) <= documented, sorted(set(preset_names()) - documented)
