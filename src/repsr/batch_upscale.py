@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import RepsrError
+from .fileio import make_output_folder
 from .images import IMAGE_EXTENSIONS, read_image, software_tag, write_image
 from .inference import pick_device, prepare, upscale
 from .video import (
@@ -146,17 +147,6 @@ def stop_on_signals():
             signal.signal(sig, previous)
 
 
-def _make_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise RepsrError(f"{folder}: exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RepsrError(f"{folder}: cannot create folder ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK):
-        raise RepsrError(f"{folder}: folder is not writable")
-
-
 def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_spec: str, scale: int | None = None,
                   tile: int | None = None, precision: str = "fp32", device: str = "auto", overwrite: bool = False,
                   fmt: str = "png", progress: bool | None = None, suffix: str | None = None,
@@ -170,7 +160,7 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
 
     out_root = Path(out_dir) if out_dir is not None else None
     if out_root is not None:
-        _make_folder(out_root)
+        make_output_folder(out_root)
     if tile is not None and tile < 0:
         raise RepsrError(f"--tile must be >= 0 (0: the whole image), got {tile}")
     video = dataclasses.replace(video or VideoOptions(), tile=tile)
@@ -219,7 +209,7 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
                 try:
                     folder = out_root if out_root is not None else src.parent
                     if folder not in ready_folders:
-                        _make_folder(folder)
+                        make_output_folder(folder)
                         ready_folders.add(folder)
                     if is_video(src):
                         ext, _ = output_container(src, video.codec)

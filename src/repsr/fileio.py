@@ -36,6 +36,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def make_output_folder(folder: Path) -> None:
+    """Create ``folder`` (and parents) for outputs, or say in one line why it cannot hold them."""
+    if folder.exists() and not folder.is_dir():
+        raise RepsrError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RepsrError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise RepsrError(f"{folder}: folder is not writable")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

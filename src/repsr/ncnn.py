@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import RepsrError
-from .fileio import atomic_write
+from .fileio import atomic_write, make_output_folder
 from .networks import CompactSRNet
 
 INPUT_BLOB = "data"
@@ -137,12 +137,7 @@ def export_ncnn(model: CompactSRNet, folder: str | os.PathLike, name: str) -> tu
     """
     folder = Path(folder)
     check_ncnn_name(name, model.upscale)
-    if folder.exists() and not folder.is_dir():
-        raise RepsrError(f"{folder}: exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RepsrError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
+    make_output_folder(folder)
     param, weights = folder / f"{name}.param", folder / f"{name}.bin"
     for path in (param, weights):
         if path.is_dir():
