@@ -336,7 +336,8 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
              f"`{reference}` is paired by seed (same data order): mean ± std (per seed); **better**/**worse** only "
              "when every seed agrees in sign and the mean exceeds the larger seed spread of the two variants, "
              "otherwise **tie**. Last-quarter gain: validation PSNR "
-             f"({key or 'none'}) at the end minus at 75% of training, mean over seeds.", "",
+             f"({key or 'none'}) at the end minus at 75% of training, mean over seeds. Train it/s: as measured "
+             "during the run (other jobs on the machine slow it; benchmarks/ compares speeds in turns).", "",
              ablation_table(rows, spec.test_sets, reference), "", "Cost of training and deployment "
              "(FLOPs: conv multiply-adds x 2 per LR pixel):", "", cost_table(rows), ""]
     series = [(r["label"], mean_curve([x for x in runs if x["name"] == r["name"]], key)) for r in rows] if key else []
