@@ -48,7 +48,7 @@ def networks(sizes: list[str]) -> dict[str, torch.nn.Module]:
         if (blocks, feat) == (4, 16):
             out["M4C16"] = load_model("repsr-x4-m4c16")
         else:
-            out[f"M{blocks}C{feat}"] = reparameterize_model(RepSRNet(4, feat, blocks).eval())
+            out[f"M{blocks}C{feat}"] = reparameterize_model(RepSRNet(upscale=4, num_feat=feat, num_block=blocks).eval())
     return out
 
 

@@ -18,7 +18,7 @@ import torch
 from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, reparameterize_model
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
 from repsr.export import save_deploy
 from repsr.inference import CPU_TILE, prepare, run_tiled
 from repsr.speed import conv_flops, time_forward
@@ -78,7 +78,7 @@ def main() -> None:
             for output in args.outputs.split(","):
                 out_h = {"720p": 720, "1080p": 1080}[output]
                 x = torch.rand(1, 3, out_h // scale, out_h * 16 // 9 // scale, device=device)
-                train = RepSRNet(scale, feat, blocks).to(device).eval()
+                train = RepSRNet(upscale=scale, num_feat=feat, num_block=blocks).to(device).eval()
                 deploy = reparameterize_model(train)
                 with branch_forward(train):  # seconds to a minute per run: one run after one warm-up
                     t_train = time_forward(train, x, repeat=1, warmup=1)

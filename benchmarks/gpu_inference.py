@@ -105,7 +105,7 @@ def main() -> None:
             h, w = 1080 // scale, 1920 // scale
             if device.type != "cuda":
                 h, w = h // 4, w // 4
-            deploy = reparameterize_model(RepSRNet(scale, feat, blocks).eval())
+            deploy = reparameterize_model(RepSRNet(upscale=scale, num_feat=feat, num_block=blocks).eval())
             for precision in precisions:
                 model = prepare(deploy, device, precision)
                 for batch in batches:

@@ -29,7 +29,7 @@ def main() -> None:
     rows, data = [], []
     for blocks, feat, scale, h, w in CASES:
         torch.manual_seed(0)
-        net = prepare(reparameterize_model(RepSRNet(scale, feat, blocks).eval()), device)
+        net = prepare(reparameterize_model(RepSRNet(upscale=scale, num_feat=feat, num_block=blocks).eval()), device)
         x = torch.rand(1, 3, h, w)
         seconds = seconds_in_turns({str(t): partial(run_tiled, net, x, scale, t) for t in tiles}, args.rounds,
                                    per_turn=1, warmup_rounds=1)

@@ -16,7 +16,7 @@ from _results import record, seconds_in_turns
 from torch.profiler import ProfilerActivity, profile
 
 from repsr import RepSRNet, set_bn_phase
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
 from repsr.speed import conv_flops
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::conv2d",

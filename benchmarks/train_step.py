@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, set_bn_phase
-from repsr.blocks import ReparamBlock, RepSRBlock
+from repsr.archs import ReparamBlock, RepSRBlock
 
 
 def iteration_seconds(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int
@@ -54,15 +54,16 @@ def main() -> None:
         torch.manual_seed(0)
         x = torch.rand(batch, 3, patch, patch, device=device)
         y = torch.rand(batch, 3, patch * scale, patch * scale, device=device)
-        base = RepSRNet(scale, feat, blocks).to(device)
+        sizes = dict(upscale=scale, num_feat=feat, num_block=blocks)
+        base = RepSRNet(**sizes).to(device)
         cases = {
             "batch phase, two-path module": (configure(base, False), "batch"),
-            "batch phase, online merge (patch moments)": (configure(RepSRNet(scale, feat, blocks).to(device), True),
+            "batch phase, online merge (patch moments)": (configure(RepSRNet(**sizes).to(device), True),
                                                           "batch"),
-            "population phase, branches": (configure(RepSRNet(scale, feat, blocks).to(device), False), "population"),
-            "population phase, online merge": (configure(RepSRNet(scale, feat, blocks).to(device), True),
+            "population phase, branches": (configure(RepSRNet(**sizes).to(device), False), "population"),
+            "population phase, online merge": (configure(RepSRNet(**sizes).to(device), True),
                                                "population"),
-            "plain (deploy architecture)": (RepSRNet(scale, feat, blocks, block="plain").to(device), None),
+            "plain (deploy architecture)": (RepSRNet(**sizes, block="plain").to(device), None),
         }
         size = f"x{scale} M{blocks}C{feat}, batch {batch}, LR patch {patch}"
         for model, phase in cases.values():

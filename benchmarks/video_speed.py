@@ -89,7 +89,7 @@ def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would carry the for
 sys.path.insert(0, sys.argv[3])
 import video_speed
 import torch
-from repsr.export import load_model
+from repsr.loading import load_model
 from repsr.inference import prepare
 from repsr.video import upscale_video
 folder = Path(tempfile.mkdtemp())
@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from repsr.export import load_model
+    from repsr.loading import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

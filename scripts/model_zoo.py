@@ -22,8 +22,9 @@ from repsr import __version__
 from repsr.config import load_config
 from repsr.data import HRFolder, default_cache_dir
 from repsr.evaluate import evaluate_dataset
-from repsr.export import load_deploy, save_deploy
+from repsr.export import save_deploy
 from repsr.inference import prepare
+from repsr.loading import load_deploy
 from repsr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from repsr.blocks import RepSRBlock, branch_forward
+from repsr.archs import RepSRBlock, branch_forward
 from repsr.bn import SwitchableBatchNorm2d, set_bn_sync
 from repsr.config import load_config
 from repsr.train import Trainer

@@ -11,7 +11,7 @@ from conftest import DATA
 from repsr.ablation import last_quarter_gain, psnr_plot_svg, read_spec, run_ablation, verdict
 from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import load_model
+from repsr.loading import load_model
 
 
 def _tiny_spec(tmp_path, **extra):

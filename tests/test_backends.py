@@ -6,9 +6,9 @@ import torch
 from conftest import randomize_bn
 
 from repsr import RepSRNet, backends, reparameterize_model
+from repsr.archs.networks import CompactSRNet
 from repsr.errors import RepsrError
 from repsr.inference import prepare, prepared_model, run_image, upscale
-from repsr.networks import CompactSRNet
 
 CPU = torch.device("cpu")
 # both in the test extra; a test of one is skipped only where no wheel of it exists for the platform
@@ -18,7 +18,7 @@ RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(not available(), reason=
 
 @pytest.fixture(scope="module")
 def model():
-    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 3), seed=5))
+    return reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=3), seed=5))
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_bf16_falls_back_to_fp32_with_one_line_saying_why(machine, capsys):
     assert backends.resolve_backend(model, CPU, "bf16", "openvino") == ("openvino", "fp32")
     assert "no bf16 instructions" in capsys.readouterr().err
     machine(openvino=True, bf16=True)
-    training_net = RepSRNet(2, 8, 1).eval()  # not a deploy network: stays in PyTorch fp32
+    training_net = RepSRNet(upscale=2, num_feat=8, num_block=1).eval()  # not a deploy network: stays in PyTorch fp32
     assert backends.resolve_backend(training_net, CPU, "bf16") == ("torch", "fp32")
     assert "deploy networks" in capsys.readouterr().err
 
@@ -80,7 +80,7 @@ def test_explicit_backend_refuses_what_it_cannot_run(machine):
             backends.resolve_backend(model, device, precision, backend)
     for backend in ("openvino", "ncnn"):
         with pytest.raises(RepsrError, match="CompactSRNet"):
-            backends.resolve_backend(RepSRNet(2, 8, 1), CPU, "fp32", backend)
+            backends.resolve_backend(RepSRNet(upscale=2, num_feat=8, num_block=1), CPU, "fp32", backend)
     with pytest.raises(RepsrError, match="--backend must be one of"):
         backends.resolve_backend(model, CPU, "fp32", "onnx")
     machine(openvino=False, bf16=True, ncnn=False)
@@ -121,7 +121,7 @@ def test_runtime_network_keeps_the_guarantees(model, backend):
     gray = upscale(img[:, :, 0], net, prepared=True)  # a gray image into an RGB network: the float path
     assert gray.shape == (46, 62)
     assert np.abs(gray.astype(int) - upscale(img[:, :, 0], model, backend="torch")).max() <= 1
-    y_model = reparameterize_model(randomize_bn(RepSRNet(2, 8, 2, num_in_ch=1), seed=6))
+    y_model = reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2, num_in_ch=1), seed=6))
     y_net = prepare(y_model, CPU, "fp32", backend)
     assert np.abs(upscale(img[:, :, :3], y_net, prepared=True).astype(int)
                   - upscale(img[:, :, :3], y_model, backend="torch")).max() <= 1
@@ -151,7 +151,7 @@ def test_openvino_bf16_stays_close_to_fp32(model):
 
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_prepared_networks_are_cached_until_the_weights_change(backend):
-    fresh = reparameterize_model(randomize_bn(RepSRNet(2, 8, 1), seed=7))
+    fresh = reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=1), seed=7))
     first = prepared_model(fresh, CPU, "fp32", backend)
     assert prepared_model(fresh, CPU, "fp32", backend) is first
     assert prepared_model(fresh, CPU, "fp32", "torch") is not first

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from conftest import randomize_bn
 
-from repsr.blocks import BLOCKS, PlainBlock, RepSRBlock, branch_forward, build_block
-from repsr.patch_moments import patch_moments
+from repsr.archs import BLOCKS, PlainBlock, RepSRBlock, branch_forward, build_block
+from repsr.archs.patch_moments import patch_moments
 
 VARIANTS = [
     {},
@@ -134,7 +134,7 @@ def test_online_merge_gives_the_same_loss_and_gradients(name):
     """Once linear (population BN), a block trains through its merged kernel: same loss, same gradients."""
     from repsr import RepSRNet, set_bn_phase
 
-    model = randomize_bn(RepSRNet(2, 8, 2, block=name), seed=13).double()
+    model = randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2, block=name), seed=13).double()
     set_bn_phase(model, "population").train()
     x, target = torch.rand(2, 3, 11, 13, dtype=torch.float64), torch.rand(2, 3, 22, 26, dtype=torch.float64)
 
@@ -216,7 +216,7 @@ def test_batch_phase_merge_float32_relative_error():
     (or within twice the float32 module's own error, where float32 itself is that far off)."""
     from repsr import RepSRNet
 
-    net = randomize_bn(RepSRNet(2, 32, 3), seed=5).train()
+    net = randomize_bn(RepSRNet(upscale=2, num_feat=32, num_block=3), seed=5).train()
     x, target = torch.rand(4, 3, 24, 24), torch.rand(4, 3, 48, 48)
     ref = copy.deepcopy(net).double()
 
@@ -236,3 +236,27 @@ def test_batch_phase_merge_float32_relative_error():
     scale = max(e.norm() for e in exact)  # the expand biases' true gradient is 0: an absolute floor for them
     for g, e, m in zip(grads, exact, module, strict=True):
         assert (g - e).norm() <= max(1e-5 * e.norm(), 2 * (m - e).norm()) + 1e-7 * scale
+
+
+def test_forward_modes_named_in_one_place():
+    """forward_mode() names the path forward takes; a hook on a BN moves the batch phase to the branches,
+    which compute the same output and running statistics (only slower)."""
+    from repsr.archs import ForwardMode
+
+    block = randomize_bn(RepSRBlock(6), seed=15).double().train()
+    block.batch_merge_min_channels = 1
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    assert block.forward_mode(x) is ForwardMode.BATCH_MOMENTS
+    hooked = copy.deepcopy(block)
+    handle = hooked.paths[0].bn.register_forward_hook(lambda *args: None)
+    assert hooked.forward_mode(x) is ForwardMode.BRANCHES
+    out, out_hooked = block(x), hooked(x)
+    assert (out - out_hooked).abs().max() <= 1e-10 * out.abs().max()
+    for a, b in zip(block.buffers(), hooked.buffers(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    handle.remove()
+    with branch_forward(block):
+        assert block.forward_mode(x) is ForwardMode.BRANCHES
+    assert block.eval().forward_mode(x) is ForwardMode.ONLINE_MERGED
+    block.reparameterize()
+    assert block.forward_mode(x) is ForwardMode.DEPLOYED

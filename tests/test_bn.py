@@ -3,12 +3,12 @@ import torch
 from conftest import randomize_bn
 
 from repsr import RepSRNet, get_bn_phase, recompute_population_stats, set_bn_phase
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
 from repsr.bn import SwitchableBatchNorm2d
 
 
 def test_population_phase_makes_samples_independent_of_the_batch():
-    model = randomize_bn(RepSRNet(2, 8, 2)).train()
+    model = randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2)).train()
     x = torch.rand(4, 3, 12, 12)
     other = torch.rand(4, 3, 12, 12)
     mixed = torch.cat([x[:1], other[1:]])
@@ -21,7 +21,7 @@ def test_population_phase_makes_samples_independent_of_the_batch():
 
 
 def test_population_phase_does_not_touch_running_stats_but_trains_affine():
-    model = randomize_bn(RepSRNet(2, 8, 1))
+    model = randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=1))
     set_bn_phase(model, "population").train()
     bn = model.blocks[0].paths[0].bn
     mean = bn.running_mean.clone()
@@ -31,10 +31,10 @@ def test_population_phase_does_not_touch_running_stats_but_trains_affine():
 
 
 def test_phase_is_part_of_the_state_dict():
-    model = set_bn_phase(RepSRNet(2, 8, 2), "population")
+    model = set_bn_phase(RepSRNet(upscale=2, num_feat=8, num_block=2), "population")
     state = model.state_dict()
     assert any(k.endswith("population_phase") for k in state)
-    fresh = RepSRNet(2, 8, 2)
+    fresh = RepSRNet(upscale=2, num_feat=8, num_block=2)
     assert get_bn_phase(fresh) == "batch"
     fresh.load_state_dict(state)
     assert get_bn_phase(fresh) == "population"
@@ -42,14 +42,14 @@ def test_phase_is_part_of_the_state_dict():
 
 def test_set_bn_phase_rejects_unknown_phases_and_plain_bn():
     with pytest.raises(ValueError, match="phase"):
-        set_bn_phase(RepSRNet(2, 8, 1), "frozen")
+        set_bn_phase(RepSRNet(upscale=2, num_feat=8, num_block=1), "frozen")
     with pytest.raises(TypeError, match="SwitchableBatchNorm2d"):
         set_bn_phase(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), "population")
 
 
 def test_recompute_population_stats_is_exact_pooled_statistics():
     torch.manual_seed(0)
-    model = RepSRNet(2, 4, 2)
+    model = RepSRNet(upscale=2, num_feat=4, num_block=2)
     set_bn_phase(model, "population").eval()
     batches = [torch.rand(3, 3, 10, 10) * (i + 1) for i in range(4)]  # batches with different statistics
     assert recompute_population_stats(model, batches) == 4
@@ -66,7 +66,7 @@ def test_recompute_population_stats_is_exact_pooled_statistics():
 
 def test_recompute_population_stats_needs_batches():
     with pytest.raises(ValueError, match="at least one batch"):
-        recompute_population_stats(RepSRNet(2, 4, 1), [])
+        recompute_population_stats(RepSRNet(upscale=2, num_feat=4, num_block=1), [])
 
 
 def test_switchable_bn_equals_batchnorm_in_batch_phase():

@@ -6,7 +6,7 @@ import pytest
 from repsr import RepSRNet, __version__
 from repsr.checkpoint import save_checkpoint
 from repsr.cli import main
-from repsr.export import load_deploy
+from repsr.loading import load_deploy
 
 
 def test_version_and_help(capsys):
@@ -26,7 +26,7 @@ def test_console_script_is_installed():
 
 
 def test_convert_cli(tmp_path, capsys):
-    ckpt = save_checkpoint(tmp_path / "train.pth", RepSRNet(3, 8, 2))
+    ckpt = save_checkpoint(tmp_path / "train.pth", RepSRNet(upscale=3, num_feat=8, num_block=2))
     assert main(["convert", str(ckpt), str(tmp_path / "m.safetensors")]) == 0
     assert load_deploy(tmp_path / "m.safetensors")[0].upscale == 3
     (tmp_path / "readme.txt").write_text("hello")

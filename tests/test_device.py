@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from conftest import DATA, randomize_bn
 
 from repsr import RepSRNet, reparameterize_model, set_bn_phase
-from repsr.blocks import RepSRBlock, branch_forward
+from repsr.archs import RepSRBlock, branch_forward
+from repsr.archs.patch_moments import patch_moments
 from repsr.data import HRFolder, TrainPatches
 from repsr.inference import prepare, run_tiled, upscale
-from repsr.patch_moments import patch_moments
 from repsr.train import DevicePatches
 
 pytestmark = pytest.mark.device

@@ -25,7 +25,7 @@ def test_set5_bicubic_matches_literature(scale):
 
 
 def test_eval_cli_json_and_images(tmp_path, capsys):
-    model = RepSRNet(2, 8, 1)
+    model = RepSRNet(upscale=2, num_feat=8, num_block=1)
     ckpt = save_checkpoint(tmp_path / "m.pth", model)
     out = tmp_path / "sr"
     code = main(["eval", "--model", str(ckpt), "--data", str(DATA / "Set5"), "--scale", "2", "--json",
@@ -39,7 +39,7 @@ def test_eval_cli_json_and_images(tmp_path, capsys):
 
 
 def test_eval_cli_errors_are_one_line(tmp_path, capsys):
-    ckpt = save_checkpoint(tmp_path / "m.pth", RepSRNet(2, 8, 1))
+    ckpt = save_checkpoint(tmp_path / "m.pth", RepSRNet(upscale=2, num_feat=8, num_block=1))
     assert main(["eval", "--model", str(ckpt), "--data", str(DATA / "Set5"), "--scale", "4"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"repsr: error: {ckpt}: model is x2, but --scale is 4"
@@ -48,7 +48,7 @@ def test_eval_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_set_names_resolve_under_the_data_root_and_scale_comes_from_the_model(tmp_path, capsys, monkeypatch):
-    ckpt = save_checkpoint(tmp_path / "m.pth", RepSRNet(2, 8, 1))
+    ckpt = save_checkpoint(tmp_path / "m.pth", RepSRNet(upscale=2, num_feat=8, num_block=1))
     monkeypatch.chdir(tmp_path)  # no Set5 here: the name is looked up under --data-root, as `repsr train` does
     assert main(["eval", "--model", str(ckpt), "--data", "Set5", "--data-root", str(DATA), "--json",
                  "--cache-dir", "none"]) == 0

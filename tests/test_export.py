@@ -7,18 +7,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from repsr import RepSRNet, reparameterize_model
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
+from repsr.archs.networks import CompactSRNet
 from repsr.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import check_onnx, convert, export_onnx, load_deploy, load_model, onnx_input_shape, save_deploy
-from repsr.networks import CompactSRNet
+from repsr.export import check_onnx, convert, export_onnx, onnx_input_shape, save_deploy
+from repsr.loading import load_deploy, load_model
 
 
 @pytest.fixture
 def trained(tmp_path):
-    model = randomize_bn(RepSRNet(4, 8, 2), seed=5)
-    ema = randomize_bn(RepSRNet(4, 8, 2), seed=6)
+    model = randomize_bn(RepSRNet(upscale=4, num_feat=8, num_block=2), seed=5)
+    ema = randomize_bn(RepSRNet(upscale=4, num_feat=8, num_block=2), seed=6)
     return model, ema, save_checkpoint(tmp_path / "train.pth", model, ema, iteration=7)
 
 
@@ -83,7 +84,7 @@ def test_clear_errors(tmp_path, trained):
     with pytest.raises(RepsrError, match="bad.safetensors: not a readable safetensors file"):
         load_deploy(bad)
     # a Compact file with an extra key (e.g. a leftover BN buffer) is refused, naming the key
-    deploy = reparameterize_model(RepSRNet(2, 8, 1))
+    deploy = reparameterize_model(RepSRNet(upscale=2, num_feat=8, num_block=1))
     state = dict(deploy.state_dict())
     state["body.0.running_mean"] = torch.zeros(8)
     save_file(state, str(tmp_path / "extra.safetensors"))
@@ -111,7 +112,7 @@ def test_loading_never_unpickles_code(tmp_path):
 
 
 def _onnx_model(in_ch: int = 3, scale: int = 3) -> CompactSRNet:
-    model = CompactSRNet(in_ch, in_ch, 8, 2, scale)
+    model = CompactSRNet(num_in_ch=in_ch, num_out_ch=in_ch, num_feat=8, num_conv=2, upscale=scale)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.2)

@@ -69,7 +69,8 @@ def gallery(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def x2_model(tmp_path_factory):
-    return save_deploy(reparameterize_model(RepSRNet(2, 4, 1)), tmp_path_factory.mktemp("m") / "x2.safetensors")
+    model = reparameterize_model(RepSRNet(upscale=2, num_feat=4, num_block=1))
+    return save_deploy(model, tmp_path_factory.mktemp("m") / "x2.safetensors")
 
 
 def test_upscale_sweep(gallery, x2_model, tmp_path, capsys):

@@ -8,21 +8,21 @@ import torch
 from conftest import randomize_bn
 
 from repsr import RepSRNet, reparameterize_model
+from repsr.archs.networks import CompactSRNet
 from repsr.errors import RepsrError
 from repsr.inference import prepare, receptive_radius, run_tiled, upscale
 from repsr.metrics import rgb2ycbcr
-from repsr.networks import CompactSRNet
 from repsr.resize import imresize
 
 
 @pytest.fixture(scope="module")
 def model():
-    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 3), seed=3))
+    return reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=3), seed=3))
 
 
 @pytest.fixture(scope="module")
 def y_model():
-    return reparameterize_model(randomize_bn(RepSRNet(2, 8, 2, num_in_ch=1), seed=4))
+    return reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2, num_in_ch=1), seed=4))
 
 
 def reference(model, rgb01: np.ndarray) -> np.ndarray:
@@ -136,7 +136,7 @@ def test_reduced_precision_and_nan_guard(model):
     img = np.random.default_rng(3).integers(0, 256, (12, 12, 3), dtype=np.uint8)
     out = upscale(img, model, precision="bf16")
     assert np.abs(out.astype(int) - upscale(img, model).astype(int)).max() <= 8
-    broken = reparameterize_model(RepSRNet(2, 8, 1))
+    broken = reparameterize_model(RepSRNet(upscale=2, num_feat=8, num_block=1))
     with torch.no_grad():
         broken.body[0].weight.fill_(float("nan"))
     with pytest.raises(RepsrError, match="NaN/inf"):

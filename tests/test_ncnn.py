@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 from repsr import RepSRNet
+from repsr.archs.networks import CompactSRNet
 from repsr.checkpoint import save_checkpoint
 from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import load_model, save_deploy
+from repsr.export import save_deploy
 from repsr.images import read_image
+from repsr.loading import load_model
 from repsr.ncnn import (
     check_ncnn,
     check_ncnn_name,
@@ -24,7 +26,6 @@ from repsr.ncnn import (
     run_ncnn,
     upscayl_scales,
 )
-from repsr.networks import CompactSRNet
 from repsr.zoo import bundled_models, sample_image
 
 TOLERANCE = 1e-4  # the issue's bound; fp32 ncnn measures ~1e-5 or better
@@ -33,7 +34,7 @@ TOLERANCE = 1e-4  # the issue's bound; fp32 ncnn measures ~1e-5 or better
 def random_compact(in_ch: int, scale: int, num_conv: int, num_feat: int = 8, seed: int = 0) -> CompactSRNet:
     """Random weights scaled by fan-in, so every layer matters and outputs stay O(1) (default init is near zero)."""
     gen = torch.Generator().manual_seed(seed)
-    model = CompactSRNet(in_ch, in_ch, num_feat, num_conv, scale)
+    model = CompactSRNet(num_in_ch=in_ch, num_out_ch=in_ch, num_feat=num_feat, num_conv=num_conv, upscale=scale)
     with torch.no_grad():
         for m in model.body:
             if isinstance(m, nn.Conv2d):
@@ -172,7 +173,7 @@ def test_cli_names_files_and_notes(tmp_path, capsys):
 
 
 def test_cli_exports_training_checkpoints(tmp_path, capsys):
-    ckpt = save_checkpoint(tmp_path / "iter_5.pth", RepSRNet(2, 8, 1), iteration=5)
+    ckpt = save_checkpoint(tmp_path / "iter_5.pth", RepSRNet(upscale=2, num_feat=8, num_block=1), iteration=5)
     assert main(["export", str(ckpt), "--ncnn", str(tmp_path / "models")]) == 0
     model = load_model(ckpt)
     param = tmp_path / "models" / "iter_5-x2.param"

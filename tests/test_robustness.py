@@ -10,19 +10,21 @@ from safetensors.torch import save_file
 
 import repsr.batch_upscale as batch_upscale
 from repsr import RepSRNet, reparameterize_model
-from repsr.blocks import BLOCKS, branch_forward, build_block
+from repsr.archs import BLOCKS, branch_forward, build_block
 from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import load_model, save_deploy
+from repsr.export import save_deploy
 from repsr.fileio import atomic_write
 from repsr.images import read_image, write_image
 from repsr.inference import prepare, run_tiled
+from repsr.loading import load_model
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def test_model_files_from_elsewhere_are_refused_clearly(tmp_path):
-    deploy = save_deploy(reparameterize_model(RepSRNet(2, 8, 1)), tmp_path / "ok.safetensors")
+    deploy = save_deploy(reparameterize_model(RepSRNet(upscale=2, num_feat=8, num_block=1)),
+                         tmp_path / "ok.safetensors")
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(deploy.read_bytes()[:200])
     resnet = tmp_path / "resnet.pth"
@@ -47,7 +49,7 @@ def test_atomic_write_keeps_the_previous_file_on_failure(tmp_path):
 
 
 def test_ctrl_c_during_upscale_keeps_only_complete_outputs(tmp_path, monkeypatch, capsys):
-    model = save_deploy(reparameterize_model(RepSRNet(2, 4, 1)), tmp_path / "m.safetensors")
+    model = save_deploy(reparameterize_model(RepSRNet(upscale=2, num_feat=4, num_block=1)), tmp_path / "m.safetensors")
     for i in range(3):
         write_image(tmp_path / f"in{i}.png", np.full((8, 8, 3), 40 * i, np.uint8))
     real = batch_upscale.upscale
@@ -83,7 +85,8 @@ def test_decoding_random_bytes_never_crashes(tmp_path, data):
 @FAST
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 50), st.integers(1, 3))
 def test_tiled_equals_untiled_for_any_size(h, w, tile, scale):
-    model = prepare(reparameterize_model(randomize_bn(RepSRNet(scale, 4, 2), seed=h)), torch.device("cpu"), "fp64")
+    model = randomize_bn(RepSRNet(upscale=scale, num_feat=4, num_block=2), seed=h)
+    model = prepare(reparameterize_model(model), torch.device("cpu"), "fp64")
     x = torch.rand(1, 3, h, w)
     assert torch.equal(run_tiled(model, x, scale, tile=tile), run_tiled(model, x, scale))
 
@@ -102,7 +105,7 @@ def test_merge_is_exact_for_random_blocks_and_statistics(name, channels, seed, h
 def test_written_files_get_ordinary_permissions(tmp_path):
     import os
 
-    path = save_deploy(reparameterize_model(RepSRNet(2, 4, 1)), tmp_path / "m.safetensors")
+    path = save_deploy(reparameterize_model(RepSRNet(upscale=2, num_feat=4, num_block=1)), tmp_path / "m.safetensors")
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -8,9 +8,10 @@ from conftest import randomize_bn
 from spandrel_compat import import_spandrel
 
 from repsr import RepSRNet
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
 from repsr.checkpoint import save_checkpoint
-from repsr.export import convert, load_deploy
+from repsr.export import convert
+from repsr.loading import load_deploy
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def spandrel():
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 @pytest.mark.parametrize(("scale", "channels"), [(4, 3), (2, 3), (3, 1)])
 def test_spandrel_loads_deploy_file_as_compact(spandrel, tmp_path, suffix, scale, channels):
-    model = randomize_bn(RepSRNet(scale, 16, 3, num_in_ch=channels), seed=scale)
+    model = randomize_bn(RepSRNet(upscale=scale, num_feat=16, num_block=3, num_in_ch=channels), seed=scale)
     checkpoint = save_checkpoint(tmp_path / "train.pth", model)
     deploy_path = convert(checkpoint, tmp_path / f"model{suffix}")
     ours, _ = load_deploy(deploy_path)
@@ -44,7 +45,7 @@ def test_spandrel_loads_deploy_file_as_compact(spandrel, tmp_path, suffix, scale
 
 
 def test_spandrel_does_not_mistake_a_training_checkpoint_for_compact(spandrel, tmp_path):
-    checkpoint = save_checkpoint(tmp_path / "train.pth", RepSRNet(4, 16, 2))
+    checkpoint = save_checkpoint(tmp_path / "train.pth", RepSRNet(upscale=4, num_feat=16, num_block=2))
     with pytest.raises(Exception) as info:
         spandrel.ModelLoader().load_from_file(str(checkpoint))
     assert "Compact" not in str(type(info.value))

@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from repsr.blocks import branch_forward
+from repsr.archs import branch_forward
 from repsr.config import load_config
 from repsr.data import HRFolder, TrainPatches
 from repsr.errors import RepsrError
-from repsr.export import load_deploy
 from repsr.images import write_image
+from repsr.loading import load_deploy
 from repsr.train import BatchKeys, DevicePatches, Trainer, lr_factor, train
 
 HERE = Path(__file__).parent

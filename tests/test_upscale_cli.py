@@ -15,15 +15,16 @@ from repsr import RepSRNet, reparameterize_model
 from repsr.checkpoint import save_checkpoint
 from repsr.cli import main
 from repsr.errors import RepsrError
-from repsr.export import check_onnx, export_onnx, load_deploy, load_model, save_deploy
+from repsr.export import check_onnx, export_onnx, save_deploy
 from repsr.images import read_image, software_tag, write_image
 from repsr.inference import upscale
+from repsr.loading import load_deploy, load_model
 from repsr.zoo import DEFAULT_MODEL, bundled_models, bundled_names, sample_image
 
 
 @pytest.fixture
 def deploy_file(tmp_path):
-    model = reparameterize_model(randomize_bn(RepSRNet(2, 8, 2), seed=9))
+    model = reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2), seed=9))
     return save_deploy(model, tmp_path / "m.safetensors"), model
 
 
@@ -169,7 +170,7 @@ def test_upscale_input_format_and_errors(inputs, tmp_path, deploy_file, capsys):
 
 
 def test_checkpoints_upscale_directly(inputs, tmp_path):
-    model = randomize_bn(RepSRNet(2, 8, 2), seed=1)
+    model = randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2), seed=1)
     ckpt = save_checkpoint(tmp_path / "c.pth", model)
     assert main(["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "o"), "--model", str(ckpt)]) == 0
     expected = upscale(read_image(inputs / "a.png"), reparameterize_model(model))

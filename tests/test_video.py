@@ -11,8 +11,9 @@ av = pytest.importorskip("av", reason="video needs PyAV (pip install 'repsr[vide
 from repsr import RepSRNet, reparameterize_model  # noqa: E402
 from repsr.cli import main  # noqa: E402
 from repsr.errors import RepsrError  # noqa: E402
-from repsr.export import load_model, save_deploy  # noqa: E402
+from repsr.export import save_deploy  # noqa: E402
 from repsr.inference import prepare, upscale  # noqa: E402
+from repsr.loading import load_model  # noqa: E402
 from repsr.video import FrameUpscaler, VideoOptions, check_options, output_container, upscale_video  # noqa: E402
 
 MODEL = "repsr-x2-m4c16"  # the bundled x2 model: real weights, and fast on 64x48 frames
@@ -186,7 +187,8 @@ def test_lossless_output_equals_the_image_path(clip, tmp_path):
 
 def test_tiling_and_precision_as_for_images(clip):
     x = np.stack(decode(clip)[0][:3])
-    net = prepare(reparameterize_model(RepSRNet(2, 8, 2).eval()), torch.device("cpu"), "fp64")
+    net = RepSRNet(upscale=2, num_feat=8, num_block=2).eval()
+    net = prepare(reparameterize_model(net), torch.device("cpu"), "fp64")
     whole, tiled = FrameUpscaler(net, tile=0)(x), FrameUpscaler(net, tile=7)(x)
     np.testing.assert_array_equal(whole, tiled)  # fp64: tiles are bit-identical, as for images
     np.testing.assert_array_equal(whole[1], upscale(x[1], net, prepared=True))
@@ -258,7 +260,7 @@ def test_audio_the_container_cannot_take_is_reencoded(clip, tmp_path):
 def test_odd_sizes_are_cropped_for_yuv420(tmp_path):
     clip = tmp_path / "odd.mkv"
     make_clip(clip, frames=2, size=(33, 25), vcodec="ffv1", pix_fmt="yuv444p", audio=None)
-    x3 = save_deploy(reparameterize_model(RepSRNet(3, 4, 1)), tmp_path / "x3.safetensors")
+    x3 = save_deploy(reparameterize_model(RepSRNet(upscale=3, num_feat=4, num_block=1)), tmp_path / "x3.safetensors")
     result = upscale_video(clip, tmp_path / "odd_x3.mp4", prepare(load_model(x3), torch.device("cpu")))
     assert decode(result.output)[0][0].shape == (74, 98, 3)  # 75x99 -> even
     assert any("cropped" in n for n in result.notes)

@@ -28,18 +28,18 @@ import torch
 import yaml
 from torch import nn
 
-from .blocks import branch_forward
+from .archs.networks import RepSRNet
+from .archs.protocol import branch_forward
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .config import Config, from_dict, load_config, read_config_dict, set_dotted
 from .data import SRDataset, default_cache_dir, open_dataset
 from .errors import RepsrError
 from .evaluate import evaluate_dataset
-from .export import load_deploy
 from .fileio import atomic_write
 from .images import to_rgb, write_image
 from .inference import prepare
+from .loading import load_deploy
 from .metrics import psnr
-from .networks import RepSRNet
 from .reparam import reparameterize_model
 from .speed import conv_flops
 from .train import Trainer

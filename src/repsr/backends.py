@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .archs.networks import CompactSRNet
 from .errors import RepsrError
-from .networks import CompactSRNet
 
 BACKENDS = ("auto", "torch", "openvino", "ncnn")
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}

@@ -29,6 +29,7 @@ from .errors import RepsrError
 from .fileio import make_output_folder
 from .images import IMAGE_EXTENSIONS, read_image, software_tag, write_image
 from .inference import pick_device, prepare, upscale
+from .loading import load_model
 from .video import (
     OUTPUT_MARK,
     VIDEO_EXTENSIONS,
@@ -156,8 +157,6 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
     Outputs are named ``NAME{suffix}.EXT`` (``suffix`` default ``_x{scale}``; an empty suffix only
     with an ``out_dir`` that holds no input). ``video`` sets codec, quality, batch size.
     """
-    from .export import load_model
-
     out_root = Path(out_dir) if out_dir is not None else None
     if out_root is not None:
         make_output_folder(out_root)

@@ -94,6 +94,11 @@ def bn_affine(mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor
     return scale, shift
 
 
+def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+    """The per-channel affine map ``x * scale + shift`` of a BN at its running statistics."""
+    return bn_affine(bn.running_mean, torch.rsqrt(bn.running_var + bn.eps), bn.weight, bn.bias)
+
+
 def global_sums(t: Tensor) -> Tensor:
     """``t`` summed over all ranks when running distributed (differentiably), else ``t`` itself."""
     if _world_size() == 1:

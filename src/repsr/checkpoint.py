@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
+from .archs.networks import RepSRNet
 from .errors import RepsrError
 from .fileio import atomic_write, safe_torch_load
-from .networks import RepSRNet
 
 CHECKPOINT_FORMAT = "repsr-train"
 

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from ._version import __version__
 from .errors import RepsrError
 
 if TYPE_CHECKING:
-    from .networks import CompactSRNet
+    from .archs.networks import CompactSRNet
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -104,7 +104,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import load_model, save_deploy
+    from .export import save_deploy
+    from .loading import load_model
     from .ncnn import check_ncnn_name, default_ncnn_name
 
     if not (args.onnx or args.compact or args.ncnn):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .blocks import BLOCKS
+from .archs.registry import BLOCKS
 from .errors import RepsrError
 
 

@@ -15,15 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .blocks import branch_forward
+from .archs.networks import RepSRNet
+from .archs.protocol import branch_forward
 from .bn import recompute_population_stats, set_bn_phase
 from .checkpoint import save_checkpoint
 from .data import HRFolder, TrainPatches
 from .errors import RepsrError
-from .export import load_deploy, save_deploy
+from .export import save_deploy
 from .images import write_image
 from .inference import prepare
-from .networks import RepSRNet
+from .loading import load_deploy
 from .reparam import max_merge_error, reparameterize_model
 from .speed import time_forward
 
@@ -66,7 +67,7 @@ def run_demo(out: Path, scale: int = 4, num_feat: int = 16, num_block: int = 4, 
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
     batches = itertools.cycle(loader)
 
-    model = RepSRNet(scale, num_feat, num_block)
+    model = RepSRNet(upscale=scale, num_feat=num_feat, num_block=num_block)
     print(f"RepSRNet x{scale} M{num_block}C{num_feat}: {sum(p.numel() for p in model.parameters()):,} "
           "training parameters")
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)

@@ -17,6 +17,7 @@ from .data import SRDataset, default_cache_dir, open_dataset
 from .errors import RepsrError
 from .images import to_rgb, write_image
 from .inference import pick_device, prepare, upscale
+from .loading import load_model
 from .metrics import psnr, ssim
 from .resize import imresize
 
@@ -103,8 +104,6 @@ def load_eval_model(spec: str, scale: int | None, device: torch.device) -> tuple
         if scale is None:
             raise RepsrError("--model bicubic needs --scale (a model file knows its own scale)")
         return spec, scale
-    from .export import load_model
-
     model = load_model(spec)
     if scale is not None and model.upscale != scale:
         raise RepsrError(f"{spec}: model is x{model.upscale}, but --scale is {scale}")

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .archs.networks import CompactSRNet
 from .backends import PEAKS, NcnnNet, OpenVINONet, RuntimeNet, resolve_backend
 from .errors import RepsrError
+from .loading import load_model
 from .metrics import rgb2ycbcr, ycbcr2rgb
-from .networks import CompactSRNet
 from .resize import imresize
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
@@ -337,8 +338,6 @@ def upscale(image: np.ndarray, model: nn.Module | str, tile: int | None = None, 
     the prepared copy is cached for the next call). ``backend``: see :mod:`repsr.backends`.
     """
     if isinstance(model, str):
-        from .export import load_model
-
         model = load_model(model)
     if not prepared:
         model = prepared_model(model, device, precision, backend)

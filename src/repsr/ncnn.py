@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .archs.networks import CompactSRNet
 from .errors import RepsrError
 from .fileio import atomic_write, make_output_folder
-from .networks import CompactSRNet
 
 INPUT_BLOB = "data"
 OUTPUT_BLOB = "output"

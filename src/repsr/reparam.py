@@ -7,9 +7,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .blocks import branch_forward
+from .archs.networks import RepSRNet
+from .archs.protocol import branch_forward
 from .modes import eval_mode
-from .networks import RepSRNet
 
 
 def _merge_children(module: nn.Module) -> None:

@@ -29,6 +29,7 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .archs.networks import RepSRNet
 from .bn import get_bn_phase, recompute_population_stats, set_bn_phase, set_bn_sync
 from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from .config import Config
@@ -40,7 +41,6 @@ from .export import save_deploy
 from .fileio import atomic_write
 from .inference import prepare
 from .modes import eval_mode
-from .networks import RepSRNet
 from .reparam import reparameterize_model
 
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pth$")
@@ -201,8 +201,8 @@ class Trainer:
         color = config.data.color
         channels = 1 if color == "y" else 3
         n = config.network
-        self.model = RepSRNet(config.scale, n.num_feat, n.num_block, num_in_ch=channels, block=n.block,
-                              expand=n.expand).to(self.device)
+        self.model = RepSRNet(upscale=config.scale, num_feat=n.num_feat, num_block=n.num_block, num_in_ch=channels,
+                              block=n.block, expand=n.expand).to(self.device)
         set_bn_sync(self.model, config.train.bn.sync)
         self.ema = ModelEMA(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
         opt = config.train.optimizer

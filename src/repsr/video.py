@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .archs.networks import CompactSRNet
 from .errors import RepsrError
 from .fileio import atomic_write
 from .inference import auto_tile, upscale
-from .networks import CompactSRNet
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".gif", ".avi", ".ts", ".m2ts", ".mts")
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif"}

@@ -15,7 +15,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import BLOCKS, ReparamBlock, block_options, build_block
+from .protocol import ReparamBlock
+from .registry import BLOCKS, block_options, build_block
 
 
 def _check_sizes(upscale: int, num_feat: int, num_block: int, num_in_ch: int, num_out_ch: int) -> None:
@@ -31,12 +32,15 @@ def _check_sizes(upscale: int, num_feat: int, num_block: int, num_in_ch: int, nu
 class RepSRNet(nn.Module):
     """VGG-style SR network whose body convs are re-parameterizable blocks.
 
+    Keyword-only, like :class:`CompactSRNet`: the two take their sizes in different orders.
+
     Sizes follow the literature: M4C16 is ``num_block=4, num_feat=16``. ``block`` names an entry
-    of :data:`repsr.blocks.BLOCKS`; ``expand`` (and any ``block_options``) go to blocks that take them.
+    of :data:`repsr.archs.registry.BLOCKS`; ``expand`` (and any ``block_options``) go to blocks that take them.
     """
 
     def __init__(
         self,
+        *,
         upscale: int,
         num_feat: int,
         num_block: int,
@@ -76,7 +80,8 @@ class RepSRNet(nn.Module):
             raise RuntimeError("merge the blocks first (repsr.reparameterize_model)")
         cfg = self.config
         first = self.head.weight
-        compact = CompactSRNet(cfg["num_in_ch"], cfg["num_out_ch"], cfg["num_feat"], cfg["num_block"], cfg["upscale"])
+        compact = CompactSRNet(num_in_ch=cfg["num_in_ch"], num_out_ch=cfg["num_out_ch"], num_feat=cfg["num_feat"],
+                               num_conv=cfg["num_block"], upscale=cfg["upscale"])
         compact.to(device=first.device, dtype=first.dtype)
         convs = [self.head, *(b.reparam_conv for b in self.blocks), self.tail]
         acts = [self.head_act, *self.acts]
@@ -91,9 +96,9 @@ class RepSRNet(nn.Module):
 
 
 class CompactSRNet(nn.Module):
-    """The deploy network: Real-ESRGAN's ``SRVGGNetCompact`` with PReLU, key for key."""
+    """The deploy network: Real-ESRGAN's ``SRVGGNetCompact`` with PReLU, key for key (keyword-only arguments)."""
 
-    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16,
+    def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16,
                  upscale: int = 4) -> None:
         super().__init__()
         _check_sizes(upscale, num_feat, num_conv, num_in_ch, num_out_ch)

@@ -4,7 +4,7 @@ Why: in the batch-statistics phase a RepSR block is still linear *given* its BN 
 the statistics of every hidden channel ``z = w . patch + b`` are quadratic forms of the patch
 moments: ``mean(z) = w . m + b`` and ``var(z) = w^T (S - m m^T) w``. So the block can be computed
 as one merged 3x3 conv without ever materializing its r*C-wide hidden features (see
-:meth:`repsr.blocks.RepSRBlock.online_kernel_bias`), if the moments are cheap.
+:class:`repsr.archs.protocol.ForwardMode`), if the moments are cheap.
 
 They are. The 9C x 9C second moment ``S`` of zero-padded 3x3 patches is, up to the pixels at
 the image border, translation invariant: ``S[(a, d), (b, d')]`` is the correlation of channels a
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bn import global_sums
+from ..bn import global_sums
 
 
 class _Autocorrelation(torch.autograd.Function):
