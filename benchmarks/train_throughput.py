@@ -17,7 +17,7 @@ from _results import record
 from repsr.config import load_config
 from repsr.demo import synthetic_image
 from repsr.images import write_image
-from repsr.train import Trainer
+from repsr.training import Trainer
 
 
 def seconds_for(root: Path, iters: int, **train_data) -> float:

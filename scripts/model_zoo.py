@@ -25,7 +25,7 @@ from repsr.evaluate import evaluate_dataset
 from repsr.export import save_deploy
 from repsr.inference import prepare
 from repsr.loading import load_deploy
-from repsr.train import train
+from repsr.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = [  # name, preset, description

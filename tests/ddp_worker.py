@@ -10,7 +10,7 @@ import torch.distributed as dist
 from repsr.archs import RepSRBlock, branch_forward
 from repsr.bn import SwitchableBatchNorm2d, set_bn_sync
 from repsr.config import load_config
-from repsr.train import Trainer
+from repsr.training import Trainer
 
 
 def check_sync_bn(out: str) -> None:

@@ -21,7 +21,7 @@ from repsr.archs import RepSRBlock, branch_forward
 from repsr.archs.patch_moments import patch_moments
 from repsr.data import HRFolder, TrainPatches
 from repsr.inference import prepare, run_tiled, upscale
-from repsr.train import DevicePatches
+from repsr.training import DevicePatches
 
 pytestmark = pytest.mark.device
 

@@ -20,7 +20,7 @@ from repsr.data import HRFolder, TrainPatches
 from repsr.errors import RepsrError
 from repsr.images import write_image
 from repsr.loading import load_deploy
-from repsr.train import BatchKeys, DevicePatches, Trainer, lr_factor, train
+from repsr.training import BatchKeys, DevicePatches, Trainer, lr_factor, train
 
 HERE = Path(__file__).parent
 

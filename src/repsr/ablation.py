@@ -42,7 +42,7 @@ from .loading import load_deploy
 from .metrics import psnr
 from .reparam import reparameterize_model
 from .speed import conv_flops
-from .train import Trainer
+from .training import Trainer
 
 
 @dataclass

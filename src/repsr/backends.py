@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .archs.networks import CompactSRNet
 from .errors import RepsrError
+from .images import PEAKS
 
 BACKENDS = ("auto", "torch", "openvino", "ncnn")
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -34,7 +35,6 @@ OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 # the work: ncnn's Winograd convolutions need fewer multiplications than PyTorch's (already at the GEMM rate);
 # on M4C16 PyTorch's end-to-end path is the fastest. See benchmarks/RESULTS.md (cpu_runtimes).
 WIDE_FEAT = 32
-PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 _told: set[str] = set()
 

@@ -38,7 +38,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .train import train
+    from .training import train
 
     config = load_config(args.config, args.opt)
     out = Path(args.out) if args.out else Path("runs") / config.name

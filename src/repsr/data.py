@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .errors import RepsrError
-from .images import IMAGE_EXTENSIONS, read_image, write_image
+from .images import IMAGE_EXTENSIONS, read_image, to_tensor, write_image
 from .metrics import rgb2ycbcr
 from .resize import imresize
 
@@ -165,13 +165,6 @@ def open_dataset(path: str | os.PathLike, scale: int, cache_dir: str | os.PathLi
         if lr.is_dir():
             return PairedFolder(path, lr, scale)
     return HRFolder(path, scale, cache_dir)
-
-
-def to_tensor(img: np.ndarray) -> Tensor:
-    """uint8/uint16 HxW(xC) -> float32 CxHxW in [0, 1]."""
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    arr = img[:, :, None] if img.ndim == 2 else img
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float() / scale
 
 
 def color_convert(img: Tensor, color: str) -> Tensor:

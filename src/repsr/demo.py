@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from .archs.networks import RepSRNet
 from .archs.protocol import branch_forward
-from .bn import recompute_population_stats, set_bn_phase
 from .checkpoint import save_checkpoint
 from .data import HRFolder, TrainPatches
 from .errors import RepsrError
@@ -27,6 +26,7 @@ from .inference import prepare
 from .loading import load_deploy
 from .reparam import max_merge_error, reparameterize_model
 from .speed import time_forward
+from .training.bn_schedule import BNSchedule
 
 # `repsr demo` writes here; `make demo` (runs/demo-upscale) and `repsr train demo` (runs/demo) have their own folders
 DEFAULT_OUT = "runs/demo-method"
@@ -71,18 +71,20 @@ def run_demo(out: Path, scale: int = 4, num_feat: int = 16, num_block: int = 4, 
     print(f"RepSRNet x{scale} M{num_block}C{num_feat}: {sum(p.numel() for p in model.parameters()):,} "
           "training parameters")
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    switch_at = max(1, int(steps * 0.75))
+    # the trainer's BN switch (exact re-estimation, EMA restart and affine freezing when configured)
+    bn = BNSchedule(model, None, lambda count: (next(batches)["lr"] for _ in range(count)), recompute_batches=8,
+                    switch_at=max(1, int(steps * 0.75)), log=print)
     model.train()
     for step in range(1, steps + 1):
-        if step == switch_at + 1:
-            used = recompute_population_stats(model, (next(batches)["lr"] for _ in range(8)))
-            set_bn_phase(model, "population")
-            print(f"step {step - 1}: population statistics re-estimated over {used} batches; BN -> population")
+        if bn.due(step - 1):
+            bn.switch(step - 1)
+            print(f"step {step - 1}: BN -> population")
         batch = next(batches)
         loss = F.l1_loss(model(batch["lr"]), batch["hr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        bn.restore_frozen()
         if step % max(1, steps // 6) == 0 or step == steps:
             print(f"step {step:4d}  L1 {loss.item():.4f}")
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
 from .errors import RepsrError
 from .fileio import atomic_write
@@ -20,6 +22,17 @@ from .fileio import atomic_write
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 M pixels (16k x 16k); REPSR_MAX_PIXELS overrides
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked before decoding
+
+
+# The white level of each integer image dtype: float pixels are these values scaled to [0, 1] (data,
+# training, inference and the CPU runtimes all convert through it).
+PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def to_tensor(img: np.ndarray) -> Tensor:
+    """uint8/uint16 HxW(xC) -> float32 CxHxW in [0, 1]."""
+    arr = img[:, :, None] if img.ndim == 2 else img
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float() / PEAKS.get(img.dtype, 255.0)
 
 
 def max_pixels() -> int:

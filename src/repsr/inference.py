@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .archs.networks import CompactSRNet
-from .backends import PEAKS, NcnnNet, OpenVINONet, RuntimeNet, resolve_backend
+from .backends import NcnnNet, OpenVINONet, RuntimeNet, resolve_backend
 from .errors import RepsrError
+from .images import PEAKS
 from .loading import load_model
 from .metrics import rgb2ycbcr, ycbcr2rgb
 from .resize import imresize
@@ -202,10 +203,9 @@ def _tiles(model, x, scale, tile, device, dtype, progress) -> Tensor:
 
 
 def _to_float(image: np.ndarray) -> tuple[np.ndarray, float | None]:
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255, 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535, 65535.0
+    peak = PEAKS.get(image.dtype)
+    if peak is not None:
+        return image.astype(np.float32) / peak, peak
     if np.issubdtype(image.dtype, np.floating):
         return image.astype(np.float32), None
     raise RepsrError(f"unsupported image dtype {image.dtype} (uint8, uint16 or float)")

@@ -1,0 +1,111 @@
+"""The training data stream: a pure function of (seed, iteration), so a resumed run needs no data state.
+
+:class:`BatchKeys` says which patches each rank reads at each iteration; :class:`DevicePatches` cuts
+them on the device; :func:`batches` turns keys into batches (on the device, or through a DataLoader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import Config
+from ..data import TrainPatches, augment, color_convert
+from ..errors import RepsrError
+from ..images import PEAKS
+
+
+class BatchKeys:
+    """The (epoch, index) keys of this rank's share of each global batch, from ``start`` on, forever.
+
+    Epoch e is a permutation seeded by (seed, e); iteration i reads global batch i mod per-epoch of
+    epoch i // per-epoch. So the stream depends only on the seed and the iteration, and a resumed
+    run sees exactly the batches an uninterrupted run would have.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.rank, self.world = start, rank, world
+        self.per_epoch = size // (batch_size * world)
+        if self.per_epoch == 0:
+            raise RepsrError(f"a global batch of {batch_size * world} is larger than the {size} patches of an "
+                             "epoch; raise data.train.repeat or lower data.train.batch_size")
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        iteration, perm, perm_epoch = self.start, None, -1
+        global_batch = self.batch_size * self.world
+        while True:
+            epoch, offset = divmod(iteration, self.per_epoch)
+            if epoch != perm_epoch:
+                perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+                perm_epoch = epoch
+            chunk = perm[offset * global_batch : (offset + 1) * global_batch]
+            mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            yield [(epoch, int(i)) for i in mine]
+            iteration += 1
+
+
+class DevicePatches:
+    """The training set decoded once onto the device; crops and flips are cut there.
+
+    Gives exactly the patches of :class:`TrainPatches` (same parameters per key) without a
+    DataLoader, so a tiny model on a GPU is not starved by Python workers.
+    """
+
+    def __init__(self, patches: TrainPatches, device: torch.device) -> None:
+        self.patches, self.device = patches, device
+        self.images = []
+        for i in range(patches.num_images):
+            pair = patches.pair(i)
+            scale = PEAKS.get(pair.lr.dtype, 255.0)
+            self.images.append(tuple(self._upload(a, scale) for a in (pair.lr, pair.hr)))
+
+    def _upload(self, arr: np.ndarray, scale: float) -> tuple[Tensor, float]:
+        a = arr[:, :, None] if arr.ndim == 2 else arr
+        a = a.astype(np.int32) if a.dtype == np.uint16 else a  # torch has few uint16 kernels
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(self.device), scale
+
+    def batch(self, keys: list[tuple[int, int]]) -> dict[str, Tensor]:
+        lrs, hrs = [], []
+        s, n = self.patches.scale, self.patches.lr_patch
+        for key in keys:
+            p = self.patches.params(key)
+            (lr, lr_scale), (hr, hr_scale) = self.images[p.image]
+            lr_patch = lr[:, p.top : p.top + n, p.left : p.left + n].float() / lr_scale
+            hr_patch = hr[:, p.top * s : (p.top + n) * s, p.left * s : (p.left + n) * s].float() / hr_scale
+            lrs.append(augment(lr_patch, p.hflip, p.vflip, p.transpose))
+            hrs.append(augment(hr_patch, p.hflip, p.vflip, p.transpose))
+        color = self.patches.color
+        return {"lr": torch.stack([color_convert(t, color) for t in lrs]),
+                "hr": torch.stack([color_convert(t, color) for t in hrs])}
+
+
+def batches(patches: TrainPatches, keys: BatchKeys, config: Config, device: torch.device,
+            on_device: DevicePatches | None) -> Iterator[dict[str, Tensor]]:
+    """The batches of ``keys``, on ``device``: cut there by ``on_device``, else read by a DataLoader."""
+    if on_device is not None:
+        for batch_keys in keys:
+            yield on_device.batch(batch_keys)
+        return
+    workers = config.data.train.num_workers
+    loader = torch.utils.data.DataLoader(patches, batch_sampler=keys, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers > 0 else None)
+    for batch in loader:
+        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def stats_batches(patches: TrainPatches, on_device: DevicePatches | None, batch_size: int, seed: int,
+                  device: torch.device, count: int, rank: int = 0, world: int = 1) -> Iterator[Tensor]:
+    """``count`` LR training batches of a fixed stream apart from the training one (this rank's share):
+    what population statistics are measured on, the same at every call."""
+    keys_iter = iter(BatchKeys(len(patches), batch_size, seed + 7919, rank=rank, world=world))
+    for _ in range(count):
+        batch_keys = next(keys_iter)
+        if on_device is not None:
+            yield on_device.batch(batch_keys)["lr"]
+        else:
+            yield torch.stack([patches[k]["lr"] for k in batch_keys]).to(device)

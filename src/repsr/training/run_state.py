@@ -1,0 +1,143 @@
+"""Everything a run keeps outside the loop: processes, the run folder, its log, checkpoints and RNG state.
+
+A checkpoint holds what a bit-exact resume needs (weights, EMA, optimizer, scheduler, BN phase and
+frozen affine values, RNG state, iteration); the data stream is a function of (seed, iteration).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from ..checkpoint import read_checkpoint
+from ..config import Config
+from ..errors import RepsrError
+from ..fileio import atomic_write
+
+CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pth$")
+
+
+class Distributed:
+    """Rank, world size and device from torchrun's environment (a single process without it)."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        if device not in ("auto", "cuda", "cpu"):
+            raise RepsrError(f"config key device: expected auto, cuda or cpu, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RepsrError("config key device: cuda requested but no CUDA device is available")
+        self.device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+class RunLog:
+    """train.log (and the terminal) on rank 0, plus TensorBoard when installed or asked for.
+
+    It exists before anything is loaded, so resume messages reach train.log too.
+    """
+
+    def __init__(self, out: Path, main: bool) -> None:
+        self.out, self.main = out, main
+        self.file = out / "train.log"
+        self.writer = None
+
+    def log(self, message: str) -> None:
+        if not self.main:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        tqdm.write(line, file=sys.stderr)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.file, "a") as f:
+            f.write(line + "\n")
+
+    def open_tensorboard(self, wanted: bool | None, iteration: int) -> None:
+        """TensorBoard from ``iteration`` on (later events of a resumed run purged); rank 0 only."""
+        if not self.main or wanted is False:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if wanted:
+                raise RepsrError("logger.tensorboard is true but TensorBoard is not installed "
+                                 "(pip install tensorboard)") from None
+            return
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=iteration + 1 if iteration else None)
+
+    def scalar(self, name: str, value: float, iteration: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, iteration)
+
+
+def prepare_run_folder(out: Path, config: Config, existing: list[Path], resume: bool, main: bool) -> None:
+    """Refuse to overwrite a run unless resuming; clean up cut-short writes; record the config (rank 0)."""
+    if existing and not resume:
+        raise RepsrError(f"{out}: has checkpoints already; use --resume to continue or another --out")
+    if main:
+        ckpt_dir = out / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt_dir.glob(".*.tmp"):  # a write cut short by a kill; the previous file is intact
+            stale.unlink(missing_ok=True)
+        with atomic_write(out / "config.yml") as tmp:
+            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Deterministic kernels (bit-exact resumes) or cuDNN autotuning (speed)."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint files in ``ckpt_dir``, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CHECKPOINT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def newest_readable(candidates: list[Path], ckpt_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint that reads, logging the ones skipped (a write cut short, a damaged disk)."""
+    for path in reversed(candidates):
+        try:
+            return path, read_checkpoint(path)
+        except RepsrError as e:
+            log(f"skipping unreadable checkpoint: {e}")
+    raise RepsrError(f"{ckpt_dir}: no readable checkpoint to resume from")
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng(rng: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)

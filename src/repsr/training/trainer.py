@@ -1,0 +1,234 @@
+"""``repsr train``: the RepSR training loop, assembled from its parts.
+
+Mini-batch BN statistics until ``train.bn.switch``, population statistics after (:mod:`.bn_schedule`);
+the update of one iteration is :mod:`.step`; run folder, log, checkpoints and RNG are :mod:`.run_state`;
+validation and the final deploy file are :mod:`.validation`; the batches are :mod:`.data_stream`.
+Multi-GPU and multi-node runs use ``torchrun`` and DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..archs.networks import RepSRNet
+from ..bn import get_bn_phase, set_bn_sync
+from ..checkpoint import model_from_checkpoint, save_checkpoint
+from ..config import Config
+from ..data import TrainPatches, default_cache_dir, open_dataset
+from ..ema import ModelEMA
+from ..errors import RepsrError
+from . import run_state, validation
+from .bn_schedule import BNSchedule
+from .data_stream import BatchKeys, DevicePatches, batches, stats_batches
+from .step import TrainStep
+
+
+class Trainer:
+    """One training run in folder ``out``: build everything (resuming the newest checkpoint), then :meth:`run`."""
+
+    def __init__(self, config: Config, out: str | os.PathLike, resume: bool = False) -> None:
+        self.config, self.out = config, Path(out)
+        self.dist = run_state.Distributed(config.device)
+        self.device = self.dist.device
+        self.ckpt_dir = self.out / "checkpoints"
+        self.run_log = run_state.RunLog(self.out, self.dist.main)  # before _load, whose messages belong in it
+        existing = self.checkpoints()
+        run_state.prepare_run_folder(self.out, config, existing, resume, self.dist.main)
+        self.dist.barrier()
+        run_state.set_determinism(config.deterministic)
+
+        torch.manual_seed(config.seed)
+        channels = 1 if config.data.color == "y" else 3
+        n = config.network
+        self.model = RepSRNet(upscale=config.scale, num_feat=n.num_feat, num_block=n.num_block, num_in_ch=channels,
+                              block=n.block, expand=n.expand).to(self.device)
+        set_bn_sync(self.model, config.train.bn.sync)
+        self.ema = ModelEMA(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
+        self.step = TrainStep(self.model, config, self.device)
+        b = config.train.bn
+        self.bn = BNSchedule(self.model, self.ema, self._stats_batches, b.recompute_batches, b.train_affine,
+                             config.switch_iteration(), self.log)
+        self.iteration = 0
+        self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, float] = {}
+        if existing:
+            self._load(existing)
+
+        d = config.data.train
+        cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
+        train_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in d.paths]
+        self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in config.data.val.paths]
+        self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment, config.data.color, config.seed)
+        self.on_device = DevicePatches(self.patches, self.device) if d.on_device else None
+        self.net = self.model
+        if self.dist.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.train.compile:
+            self.net = torch.compile(self.net)
+        self.step.net = self.net
+        if self.patches.skipped:
+            names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
+            self.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
+                     f"{d.lr_patch}: {names}")
+        self.run_log.open_tensorboard(config.logger.tensorboard, self.iteration)
+
+    @property
+    def frozen_affine(self) -> list[tuple[Tensor, Tensor]]:
+        return self.bn.frozen_affine
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_log.file
+
+    def log(self, message: str) -> None:
+        self.run_log.log(message)
+
+    def scalar(self, name: str, value: float) -> None:
+        self.run_log.scalar(name, value, self.iteration)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files in DIR/checkpoints, oldest first."""
+        return run_state.list_checkpoints(self.ckpt_dir)
+
+    def _load(self, candidates: list[Path]) -> None:
+        path, payload = run_state.newest_readable(candidates, self.ckpt_dir, self.log)
+        saved = model_from_checkpoint(payload, use_ema=False, source=str(path))
+        if saved.config != self.model.config:
+            raise RepsrError(f"{path}: network {saved.config} does not match the config's {self.model.config}")
+        self.model.load_state_dict(payload["params"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(payload.get("params_ema", payload["params"]))
+        self.step.optimizer.load_state_dict(payload["optimizer"])
+        self.step.scheduler.load_state_dict(payload["scheduler"])
+        run_state.restore_rng(payload["rng"], self.device)
+        self.iteration = payload["iteration"]
+        self.train_seconds = payload.get("train_seconds", 0.0)
+        self.train_iterations = payload.get("train_iterations", 0)
+        self.history, self.best = payload.get("history", []), payload.get("best", {})
+        self.bn.load_frozen(payload.get("frozen_affine", []), self.device, str(path))
+        self.log(f"resumed from {path} at iteration {self.iteration} (BN phase: {get_bn_phase(self.model)})")
+
+    def save(self, tag: str | None = None) -> Path | None:
+        if not self.dist.main:
+            return None
+        name = tag or f"iter_{self.iteration:08d}.pth"
+        path = save_checkpoint(
+            self.ckpt_dir / name, self.model, self.ema.module if self.ema else None,
+            iteration=self.iteration, optimizer=self.step.optimizer.state_dict(),
+            scheduler=self.step.scheduler.state_dict(), rng=run_state.rng_state(self.device),
+            config=self.config.to_dict(), history=self.history, best=self.best, train_seconds=self.train_seconds,
+            train_iterations=self.train_iterations, frozen_affine=self.bn.frozen_state())
+        if tag is None:
+            for old in self.checkpoints()[: -self.config.checkpoint.keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ BN and validation
+    def _stats_batches(self, count: int) -> Iterator[Tensor]:
+        """``count`` training batches of a fixed, separate stream (this rank's share), LR only."""
+        return stats_batches(self.patches, self.on_device, self.config.data.train.batch_size, self.config.seed,
+                             self.device, count, self.dist.rank, self.dist.world)
+
+    def switch_bn(self) -> None:
+        self.bn.switch(self.iteration)
+
+    def eval_model(self, which: str) -> nn.Module:
+        """The raw or EMA model as validated and merged (see :func:`.validation.eval_model`)."""
+        model = self.model if which == "raw" else self.ema.module
+        return validation.eval_model(model, which, lambda: self._stats_batches(self.config.train.bn.recompute_batches))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        models = {which: self.eval_model(which) for which in (("raw", "ema") if self.ema else ("raw",))}
+        entry = validation.validate(models, self.val_sets, self.run_log, self.iteration, get_bn_phase(self.model),
+                                    self.best, self.config.data.val.save_images)
+        self.history.append(entry)
+        return entry
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        total = c.train.total_iter
+        keys = BatchKeys(len(self.patches), c.data.train.batch_size, c.seed, self.iteration,
+                         self.dist.rank, self.dist.world)
+        stream = batches(self.patches, keys, c, self.device, self.on_device)
+        show = c.logger.progress if c.logger.progress is not None else sys.stderr.isatty()
+        bar = tqdm(total=total, initial=self.iteration, disable=not (show and self.dist.main), dynamic_ncols=True,
+                   desc=c.name, file=sys.stderr)
+        self.model.train()
+        if self.iteration == 0:
+            self.log(f"training {c.name}: x{c.scale} M{c.network.num_block}C{c.network.num_feat} "
+                     f"'{c.network.block}' blocks, {total} iterations, BN switch at {self.bn.switch_at}, "
+                     f"{self.patches.num_images} images, device {self.device}, world size {self.dist.world}")
+        window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
+        while self.iteration < total:
+            if self.bn.due(self.iteration):
+                self.switch_bn()
+            step_start = time.perf_counter()
+            loss = self.step.loss(next(stream))
+            if not torch.isfinite(loss):
+                path = self.save(tag=f"nonfinite_iter_{self.iteration + 1:08d}.pth")
+                raise RepsrError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the state before it "
+                                 f"was saved to {path}. Lower train.optimizer.lr or set train.grad_clip")
+            self.step.update(loss, self.bn, self.ema)
+            self.iteration += 1
+            bar.update(1)
+            window_loss += loss.item()  # .item() waits for the device, so the step time below is real
+            self.train_seconds += time.perf_counter() - step_start
+            self.train_iterations += 1
+            window_count += 1
+            if self.iteration % c.logger.print_every == 0 or self.iteration == total:
+                rate = window_count / (time.perf_counter() - window_start)
+                self._report(window_loss / window_count, rate)
+                bar.set_postfix(loss=f"{window_loss / window_count:.4f}")
+                window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
+            if c.data.val.every and self.iteration % c.data.val.every == 0 and self.iteration < total:
+                if self.dist.main:
+                    self.validate()
+                self.dist.barrier()
+            if self.iteration % c.checkpoint.every == 0 or self.iteration == total:
+                self.save()
+                self.dist.barrier()
+        bar.close()
+        return self.finish()
+
+    def _report(self, loss: float, rate: float) -> None:
+        lr, phase = self.step.lr, get_bn_phase(self.model)
+        self.log(f"iter {self.iteration}/{self.config.train.total_iter} loss {loss:.5f} lr {lr:.2e} "
+                 f"{rate:.2f} it/s BN {phase or '-'}")
+        self.scalar("train/loss", loss)
+        self.scalar("train/lr", lr)
+        self.scalar("train/it_per_s", rate)
+        self.scalar("train/bn_population", float(phase == "population"))
+
+    def finish(self) -> dict[str, Any]:
+        """Final validation, the deploy file and results.json (rank 0)."""
+        results: dict[str, Any] = {}
+        if self.dist.main:
+            if self.val_sets:
+                self.validate()
+            which = "ema" if self.ema else "raw"
+            header = {"name": self.config.name, "scale": self.config.scale, "iterations": self.iteration}
+            results = validation.export_and_score(self.eval_model(which), which, self.out, self.val_sets, self.device,
+                                                  self.run_log, header)
+        if self.run_log.writer is not None:
+            self.run_log.writer.close()
+        self.dist.barrier()
+        return results
+
+
+def train(config: Config, out: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+    """Train with ``config`` into ``out`` (continuing its newest checkpoint when ``resume``)."""
+    return Trainer(config, out, resume).run()
