@@ -1,7 +1,7 @@
 """Cost of one training iteration (forward + backward + Adam step), measured side by side in one run:
 
 - batch-statistics phase: the straightforward two-path module vs the online merge (BN statistics
-  from the input's patch moments, then one conv per block; see repsr.patch_moments);
+  from the input's patch moments, then one conv per block; see repsr.archs.patch_moments);
 - population phase: the branches vs the online-merged kernel (one conv per block);
 - the plain network of the deploy architecture, the floor.
 """
