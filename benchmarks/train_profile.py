@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from _results import record, seconds_in_turns
 from torch.profiler import ProfilerActivity, profile
 
-from repsr import RepSRNet, set_bn_phase
+from repsr import RepSRNet, reparameterize_model, set_bn_phase
 from repsr.archs import branch_forward
 from repsr.speed import conv_flops
 
@@ -68,8 +68,8 @@ def main() -> None:
         if phase == "batch":  # the paths run (below 32 channels): count their convs
             with branch_forward(model):
                 macs[name] = conv_flops(model, x[:1]) / 2 / (32 * 32)
-        else:  # one conv per block, as in the plain network
-            macs[name] = conv_flops(RepSRNet(upscale=4, num_feat=16, num_block=4, block="plain"), x[:1]) / 2 / 32**2
+        else:  # one conv per block: the deploy network's convs
+            macs[name] = conv_flops(reparameterize_model(model), x[:1]) / 2 / 32**2
     times = seconds_in_turns(steps, args.rounds, per_turn=3, warmup_rounds=1)
     plain = times["plain, eager"]
     rows = []
