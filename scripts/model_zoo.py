@@ -5,6 +5,10 @@
 Each entry is trained with `repsr train <preset>` (resumed if its run folder has checkpoints, skipped
 if it has finished), evaluated on Set5/Set14/B100 next to bicubic, and copied to
 src/repsr/models/NAME.safetensors with its recipe and results in the file's metadata.
+
+docs/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
+training budget, the results of every model bundled so far with this recipe (the one being replaced is
+added before it is overwritten), from which the budget a published number needs is projected.
 """
 
 from __future__ import annotations
@@ -12,27 +16,109 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from repsr import __version__
-from repsr.config import load_config
+from repsr.ablation import psnr_plot_svg
+from repsr.checkpoint import read_checkpoint
+from repsr.config import Config, load_config
 from repsr.data import HRFolder, default_cache_dir
 from repsr.evaluate import evaluate_dataset
 from repsr.export import save_deploy
+from repsr.fileio import atomic_write
 from repsr.inference import prepare
 from repsr.loading import load_deploy
 from repsr.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "docs" / "model_zoo"
 ZOO = [  # name, preset, description
     ("repsr-x4-m4c16", "zoo_x4_m4c16", "x4 RGB, the default model of `repsr upscale`"),
     ("repsr-x2-m4c16", "zoo_x2_m4c16", "x2 RGB"),
 ]
 TEST_SETS = ("Set5", "Set14", "B100")
+# The nearest peer with published numbers at exactly this deploy architecture: ECBSR-M4C16 retrained in RGB on
+# DIV2K (800 images, about 1.6 M iterations of batch 32, LR patch 64) by ETDS (CVPR 2023, Table 2).
+PUBLISHED_LABEL = "ECBSR-M4C16, DIV2K (ETDS, CVPR 2023)"
+PUBLISHED = {4: {"Set5": 30.87, "Set14": 27.80, "B100": 27.06}, 2: {"Set5": 37.18, "Set14": 32.79, "B100": 31.61}}
+# Studies that trained this recipe at another budget (mean over seeds of the variant that is the recipe).
+STUDIES = {"repsr-x4-m4c16": (ROOT / "docs" / "studies" / "x4_m4c16" / "ablation.json", "repsr")}
+
+
+def run_curve(out: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """EMA validation PSNR per set over the run: the last checkpoint's history plus the final scores."""
+    checkpoints = sorted((out / "checkpoints").glob("iter_*.pth"))
+    history = read_checkpoint(checkpoints[-1])["history"] if checkpoints else []
+    curve = [{"iteration": h["iteration"], **{k.split("/", 1)[1]: v["psnr"] for k, v in h.items()
+                                                if isinstance(v, dict) and k.startswith("ema/")}} for h in history]
+    final = {"iteration": results["iterations"], **{k: v["psnr"] for k, v in results["datasets"].items()}}
+    return [c for c in curve if c["iteration"] < final["iteration"]] + [final]
+
+
+def budget_point(meta: dict[str, str], source: str) -> dict[str, Any]:
+    results = json.loads(meta["results"])
+    return {"iterations": int(meta["iterations"]), "psnr": {k: v["psnr"] for k, v in results.items()},
+            "seeds": 1, "source": source}
+
+
+def study_point(name: str) -> dict[str, Any] | None:
+    """The recipe's result in a seed-replicated study, if one ran it."""
+    if name not in STUDIES or not STUDIES[name][0].is_file():
+        return None
+    path, variant = STUDIES[name]
+    rows = [r for r in json.loads(path.read_text())["summary"] if r["name"] == variant]
+    if not rows:
+        return None
+    row = rows[0]
+    return {"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
+            "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)} (mean over seeds)"}
+
+
+def project_budget(points: list[tuple[int, float]], target: float) -> tuple[float, float, int] | None:
+    """Fit PSNR = a + b ln(iterations) to finished runs of one recipe; the iterations it puts at ``target``.
+    Returns (a, b, iterations), or None when the points cannot support a fit (fewer than two budgets, or
+    no gain with budget). Log-linear growth does not saturate, so the projection is optimistic."""
+    budgets = sorted({n for n, _ in points})
+    if len(budgets) < 2:
+        return None
+    x = np.log([n for n, _ in points])
+    b, a = np.polyfit(x, [p for _, p in points], 1)
+    if b <= 0:
+        return None
+    return float(a), float(b), int(round(math.exp((target - a) / b)))
+
+
+def load_record(name: str) -> dict[str, Any]:
+    path = RECORDS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {"name": name, "budgets": []}
+
+
+def save_record(record: dict[str, Any]) -> None:
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    with atomic_write(RECORDS / f"{record['name']}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def add_budget(record: dict[str, Any], point: dict[str, Any]) -> None:
+    """Keep one point per (iterations, source)."""
+    record["budgets"] = [p for p in record["budgets"]
+                         if (p["iterations"], p["source"]) != (point["iterations"], point["source"])] + [point]
+    record["budgets"].sort(key=lambda p: p["iterations"])
+
+
+def recipe_text(config: Config) -> str:
+    t, d = config.train, config.data.train
+    return (f"LR patch {d.lr_patch}, batch {d.batch_size}, Adam {tuple(t.optimizer.betas)}, lr "
+            f"{t.optimizer.lr:g} with {t.scheduler.type} decay to {t.scheduler.min_lr:g} after "
+            f"{t.scheduler.warmup_iter} warm-up iterations, {t.loss.upper()} loss, EMA {t.ema_decay}, BN switched to "
+            f"population statistics at iteration {config.switch_iteration()} of {t.total_iter}")
 
 
 def main() -> None:
@@ -46,6 +132,7 @@ def main() -> None:
         config = load_config(preset, [f"data_root={args.data_root}"])
         out = Path(args.runs) / preset
         bundled = ROOT / "src" / "repsr" / "models" / f"{name}.safetensors"
+        record = load_record(name)
         if args.only in (None, name):
             if not (out / "results.json").is_file():
                 start = time.perf_counter()
@@ -64,10 +151,40 @@ def main() -> None:
                     "iterations": str(config.train.total_iter), "train_data": "T91 + BSD200 (291 images)",
                     "trained_on": f"{platform.processor() or platform.machine()}, CPU, {seconds} s",
                     "date": datetime.date.today().isoformat(), "results": json.dumps(results)}
+            if bundled.is_file():  # the model being replaced stays on record as a point of the budget curve
+                _, old = load_deploy(bundled)
+                if old.get("iterations") != meta["iterations"]:
+                    add_budget(record, budget_point(old, f"bundled {old.get('date', '?')}"))
             save_deploy(model, bundled, metadata=meta)
+            add_budget(record, budget_point(meta, f"bundled {meta['date']}"))
+            record.update(preset=preset, recipe=recipe_text(config), switch=config.switch_iteration(),
+                          curve=run_curve(out, json.loads((out / "results.json").read_text())))
+        if (study := study_point(name)) is not None:
+            add_budget(record, study)
+        save_record(record)
         _, meta = load_deploy(bundled)
-        rows.append((name, preset, meta))
+        rows.append((name, preset, meta, record))
     write_model_zoo(rows)
+
+
+def budget_lines(name: str, scale: int, record: dict[str, Any]) -> list[str]:
+    """The Set5 results per budget and the budget a log-linear fit puts at the published number."""
+    target = PUBLISHED.get(scale, {}).get("Set5")
+    points = [(p["iterations"], p["psnr"]["Set5"]) for p in record.get("budgets", []) if "Set5" in p["psnr"]]
+    if not points:
+        return []
+    lines = ["Set5 PSNR by training budget (finished runs of this recipe; only `total_iter` differs):", "",
+             "| iterations | Set5 | seeds | source |", "|---|---|---|---|"]
+    lines += [f"| {p['iterations']} | {p['psnr']['Set5']:.2f} | {p['seeds']} | {p['source']} |"
+              for p in record["budgets"] if "Set5" in p["psnr"]]
+    fit = project_budget(points, target) if target else None
+    if target and fit:
+        a, b, needed = fit
+        lines += ["", f"A fit of Set5 = {a:.2f} + {b:.4f} ln(iterations) over these points puts {PUBLISHED_LABEL}'s "
+                  f"{target:.2f} dB at about {needed:,} iterations of this recipe. Log-linear growth does not "
+                  "saturate, so this is a lower bound on the budget, not a promise that the 291-image set reaches it."]
+    lines.append("")
+    return lines
 
 
 def write_model_zoo(rows) -> None:
@@ -76,24 +193,40 @@ def write_model_zoo(rows) -> None:
              "written by `python scripts/model_zoo.py`, which trains each model with its preset, evaluates it and "
              "bundles it. PSNR/SSIM: Y channel, border crop = scale, BasicSR protocol (`repsr eval`), LR images by "
              "MATLAB bicubic downscaling of the test sets' HR images.", ""]
-    for name, preset, meta in rows:
+    for name, preset, meta, record in rows:
         results = json.loads(meta["results"])
         size = f"M{meta['num_conv']}C{meta['num_feat']}"
+        scale = int(meta["scale"])
         version = meta.get("repsr_version", __version__)
+        published = PUBLISHED.get(scale, {})
         lines += [f"## {name}", "",
-                  f"{meta['description']}. SRVGGNetCompact {size}, x{meta['scale']}, trained as RepSR (RepSR blocks "
+                  f"{meta['description']}. SRVGGNetCompact {size}, x{scale}, trained as RepSR (RepSR blocks "
                   "with BN, switched to population statistics at 80% of training, EMA), then merged.", "",
                   f"- config: `src/repsr/presets/{preset}.yml` (`repsr train {preset}`), "
                   f"{meta['iterations']} iterations",
+                  *([f"- recipe: {record['recipe']}"] if "recipe" in record else []),
                   f"- training data: {meta['train_data']}",
                   f"- trained on: {meta['trained_on']} ({meta['date']}, repsr {version})",
-                  "", "| set | PSNR / SSIM | bicubic | gain |", "|---|---|---|---|"]
+                  "", f"| set | PSNR / SSIM | bicubic | gain | {PUBLISHED_LABEL} |", "|---|---|---|---|---|"]
         for test_set, r in results.items():
+            ref = (f"{published[test_set]:.2f} ({r['psnr'] - published[test_set]:+.2f} dB)"
+                   if test_set in published else "-")
             lines.append(f"| {test_set} | {r['psnr']:.2f} / {r['ssim']:.4f} | {r['bicubic_psnr']:.2f} / "
                          f"{r['bicubic_ssim']:.4f} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB / "
-                         f"{r['ssim'] - r['bicubic_ssim']:+.4f} |")
+                         f"{r['ssim'] - r['bicubic_ssim']:+.4f} | {ref} |")
         lines.append("")
-    (ROOT / "MODEL_ZOO.md").write_text("\n".join(lines))
+        curve = record.get("curve", [])
+        if curve:
+            sets = [k for k in curve[-1] if k != "iteration"]
+            svg = psnr_plot_svg([(s, [(c["iteration"], c[s]) for c in curve if s in c]) for s in sets], "EMA",
+                                [record["switch"]] if record.get("switch") else None)
+            with atomic_write(RECORDS / f"{name}_psnr.svg") as tmp:
+                tmp.write_text(svg)
+            lines += [f"Validation PSNR of the EMA weights during training (dashed: the BN switch): "
+                      f"![curve](docs/model_zoo/{name}_psnr.svg)", ""]
+        lines += budget_lines(name, scale, record)
+    with atomic_write(ROOT / "MODEL_ZOO.md") as tmp:
+        tmp.write_text("\n".join(lines))
     print("\n".join(lines))
 
 

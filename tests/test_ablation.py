@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import DATA
 
-from repsr.ablation import last_quarter_gain, psnr_plot_svg, read_spec, run_ablation, verdict
+from repsr.ablation import last_quarter_gain, psnr_plot_svg, read_spec, run_ablation, summarize, verdict
 from repsr.cli import main
 from repsr.errors import RepsrError
 from repsr.loading import load_model
@@ -125,6 +125,23 @@ def test_shipped_specs_parse():
     for name in ("ablation_cpu", "ablation_gpu"):
         spec = read_spec(f"specs/{name}.yml")
         assert {"plain", "repsr", "repsr_noswitch", "repvgg", "acb", "dbb", "ecb"} <= {v.name for v in spec.variants}
+    study = read_spec("specs/study_x4_m4c16.yml")
+    assert study.seeds == [0, 1, 2] and study.reference == "plain"
+    assert [v.name for v in study.variants] == ["plain", "ecb", "repsr", "repsr_noswitch", "repsr_nobn", "repvgg"]
+    recipe = read_spec("specs/study_x4_m4c16_recipe.yml")
+    assert recipe.opt == study.opt and recipe.base == study.base  # its lr 2e-3 runs are the study's seed-0 runs
+
+
+def test_spec_labels_win_over_labels_recorded_in_runs():
+    """A run reused from another study keeps its numbers but is labelled as this spec names it."""
+    run = {"name": "plain", "label": "from another spec", "seed": 0, "block": "plain", "bn_switch": None,
+           "iterations": 8, "train_params": 1, "deploy_params": 1, "train_flops_per_px": 1.0,
+           "deploy_flops_per_px": 1.0, "train_it_per_s": 1.0, "test": {"Set5": {"psnr": 30.0, "ssim": 0.8}},
+           "history": []}
+    assert summarize([run], ["plain"], "plain", ["Set5"])[0]["label"] == "from another spec"
+    assert summarize([run], ["plain"], "plain", ["Set5"], labels={"plain": "plain, lr 2e-3"})[0]["label"] == \
+        "plain, lr 2e-3"
+    assert summarize([run], ["plain"], "plain", ["Set5"], labels={"plain": ""})[0]["label"] == "from another spec"
 
 
 def test_plot_without_history_is_empty():

@@ -36,7 +36,7 @@ from .data import SRDataset, default_cache_dir, open_dataset
 from .errors import RepsrError
 from .evaluate import evaluate_dataset
 from .fileio import atomic_write
-from .images import to_rgb, write_image
+from .images import to_rgb, to_tensor, write_image
 from .inference import prepare
 from .loading import load_deploy
 from .metrics import psnr
@@ -110,8 +110,9 @@ def spec_seeds(spec: AblationSpec, base_dir: Path) -> list[int]:
 
 def _per_pixel_flops(model: nn.Module, channels: int) -> float:
     """Conv FLOPs per LR pixel of the network as trained (every branch, not the online-merged conv)."""
+    x = torch.rand(1, channels, 32, 32, device=next(model.parameters()).device)
     with branch_forward(model):
-        return conv_flops(model, torch.rand(1, channels, 32, 32)) / (32 * 32)
+        return conv_flops(model, x) / (32 * 32)
 
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:
@@ -126,8 +127,7 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     config = variant_config(spec, variant, base_dir, seed)
     trainer = Trainer(config, out, resume=(out / "checkpoints").is_dir())
     trainer.run()
-    payload = read_checkpoint(trainer.checkpoints()[-1])
-    model = model_from_checkpoint(payload, use_ema=False)
+    model = trainer.model  # the raw training network as its last checkpoint holds it
     deploy, _ = load_deploy(out / "model_deploy.safetensors")
     channels = model.config["num_in_ch"]
     sets = {}
@@ -186,8 +186,9 @@ def last_quarter_gain(history: list[dict[str, Any]], key: str) -> float | None:
 
 
 def summarize(runs: list[dict[str, Any]], variants: list[str], reference: str, test_sets: list[str],
-              curve_key: str = "") -> list[dict[str, Any]]:
-    """Per variant: mean +- std over seeds per test set, and the difference from ``reference`` paired by seed."""
+              curve_key: str = "", labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Per variant: mean +- std over seeds per test set, and the difference from ``reference`` paired by seed.
+    ``labels`` (the spec's) win over those recorded in the runs, which another spec may have trained."""
     by_variant: dict[str, dict[int, dict[str, Any]]] = {}
     for r in runs:
         by_variant.setdefault(r["name"], {})[r["seed"]] = r
@@ -198,7 +199,8 @@ def summarize(runs: list[dict[str, Any]], variants: list[str], reference: str, t
         if not seeds:
             continue
         first = next(iter(seeds.values()))
-        row: dict[str, Any] = {"name": name, "label": first["label"], "block": first["block"],
+        label = (labels or {}).get(name) or first["label"]
+        row: dict[str, Any] = {"name": name, "label": label, "block": first["block"],
                                "bn_switch": first["bn_switch"], "has_bn": first.get("has_bn", True),
                                "iterations": first["iterations"], "seeds": sorted(seeds),
                                "train_params": first["train_params"], "deploy_params": first["deploy_params"],
@@ -325,7 +327,7 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
     names = [v.name for v in spec.variants]
     reference = spec.reference or names[0]
     key = _curve_key(config)
-    rows = summarize(runs, names, reference, spec.test_sets, key)
+    rows = summarize(runs, names, reference, spec.test_sets, key, {v.name: v.label for v in spec.variants})
     planned = len(names) * len(seeds)
     lines = [f"# Ablation: {spec_path.name}", "",
              f"Command: `repsr ablate {spec_path} --out {out}`. Base config `{spec.base}` with {spec.opt or 'no'} "
@@ -394,7 +396,7 @@ def _latest_model(run: Path) -> RepSRNet:
 
 @torch.no_grad()
 def _sr(model: nn.Module, lr: np.ndarray, batch_stats: bool) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(to_rgb(lr).transpose(2, 0, 1))).float().div(255)[None]
+    x = to_tensor(to_rgb(lr))[None]
     if batch_stats:  # normalise with this image's own statistics, as training did (on a copy: buffers change)
         model = copy.deepcopy(model).train()
     out = model(x)[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0)
