@@ -146,3 +146,13 @@ def test_spec_labels_win_over_labels_recorded_in_runs():
 
 def test_plot_without_history_is_empty():
     assert psnr_plot_svg([("a", [])], "ema/Set5") == ""
+
+
+def test_bn_study_scores_gray_test_images_in_gray_as_eval_does():
+    """Set14 has a gray image: scoring its replicated-RGB output on Y would compress its range (+1.3 dB)."""
+    from repsr.ablation import _as_scored
+    from repsr.images import to_rgb
+    gray = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    assert np.array_equal(_as_scored(to_rgb(gray), gray), gray)
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    assert _as_scored(rgb, rgb) is rgb

@@ -37,7 +37,7 @@ from .errors import RepsrError
 from .evaluate import evaluate_dataset
 from .fileio import atomic_write
 from .images import to_rgb, to_tensor, write_image
-from .inference import prepare
+from .inference import GRAY_WEIGHTS, prepare
 from .loading import load_deploy
 from .metrics import psnr
 from .reparam import reparameterize_model
@@ -387,6 +387,11 @@ def run_ablation(spec_path: str | Path, out: str | Path) -> list[dict[str, Any]]
 
 # ----------------------------------------------------------------------------- BN study
 
+def _run_name(run: Path) -> str:
+    """``variant/seed_N`` for a study's run folder, else the folder's name."""
+    return f"{run.parent.name}/{run.name}" if run.name.startswith("seed_") else run.name
+
+
 def _latest_model(run: Path) -> RepSRNet:
     checkpoints = sorted((run / "checkpoints").glob("iter_*.pth"))
     if not checkpoints:
@@ -401,6 +406,14 @@ def _sr(model: nn.Module, lr: np.ndarray, batch_stats: bool) -> np.ndarray:
         model = copy.deepcopy(model).train()
     out = model(x)[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0)
     return out
+
+
+def _as_scored(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """``sr`` as ``repsr eval`` scores it: a gray test image's RGB output back to gray (PSNR on the gray values,
+    as the literature's Set14 numbers do; RGB-to-Y of a replicated gray would compress its range)."""
+    if hr.ndim == 3:
+        return sr
+    return np.clip(np.round(sr.astype(np.float64) @ GRAY_WEIGHTS), 0, 255).astype(np.uint8)
 
 
 def _diff_map(a: np.ndarray, b: np.ndarray, gain: float = 4.0) -> np.ndarray:
@@ -429,7 +442,7 @@ def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], 
             outs = {"population": _sr(noswitch, pair.lr, False), "batch": _sr(noswitch, pair.lr, True),
                     "switched": _sr(switched, pair.lr, False)}
             for k, img in outs.items():
-                scores[k].append(psnr(img, hr, ds.scale))
+                scores[k].append(psnr(_as_scored(img, pair.hr), pair.hr, ds.scale))
             gap = scores["switched"][-1] - scores["population"][-1]
             if worst is None or gap > worst[0]:
                 worst = (gap, ds.name, pair.name, hr, outs)
@@ -455,9 +468,10 @@ def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], 
     write_image(out / f"{image_name}_diff_population.png", _diff_map(outs["population"], hr))
     write_image(out / f"{image_name}_diff_switched.png", _diff_map(outs["switched"], hr))
     return "\n".join([
-        f"Model `{noswitch_run.name}` (BN, never switched) evaluated with (i) population statistics, "
-        f"(ii) each image's own batch statistics, and (iii) model `{switched_run.name}` (switched). PSNR (dB), "
-        "Y channel, full test images:", "",
+        f"Model `{_run_name(noswitch_run)}` (BN, never switched) evaluated with (i) population statistics, "
+        f"(ii) each image's own batch statistics, and (iii) model `{_run_name(switched_run)}` (switched). PSNR (dB), "
+        "Y channel, crop = scale, whole test images, the runs' raw (not EMA) weights; (i) uses BN's running "
+        "statistics:", "",
         "| set | (i) population stats | (ii) per-image batch stats | (iii) switched |", "|---|---|---|---|", *rows, "",
         f"Largest gain of (iii) over (i): {gap:+.2f} dB on {set_name}/{image_name}. "
         "`bn_study/bn_artifacts.png`, left to right (labelled): HR, (i), (ii), (iii), |(i) - HR| x4, |(iii) - HR| x4 "
