@@ -66,7 +66,7 @@ def test_tiny_ablation_runs_end_to_end_and_resumes(tmp_path, capsys):
 
 
 def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
-    spec_path = _tiny_spec(tmp_path, seeds=[3, 5], reference="plain", variants=[
+    spec_path = _tiny_spec(tmp_path, seeds=[3, 5], reference="plain", pairs=[["plain", "repsr"]], variants=[
         {"name": "repsr", "opt": {"network.block": "repsr"}},
         {"name": "plain", "opt": {"network.block": "plain"}}])
     out = tmp_path / "study"
@@ -87,7 +87,10 @@ def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
     assert cell["delta"]["per_seed"] == pytest.approx(deltas)
     assert cell["delta"]["mean"] == pytest.approx(np.mean(deltas))
     assert "delta" not in by_name["plain"]["test"]["Set5"]
-    assert "reference" in (out / "ablation.md").read_text()
+    md = (out / "ablation.md").read_text()
+    assert "reference" in md
+    pair_row = next(line for line in md.splitlines() if line.startswith("| plain | repsr |"))
+    assert f"{-np.mean(deltas):+.3f}" in pair_row  # the pair's difference is the reference's, negated
     # an interrupted run resumes from its checkpoint: drop one finished run's marker and its final checkpoint
     run = out / "variants" / "plain" / "seed_5"
     (run / "run.json").unlink()
@@ -115,6 +118,12 @@ def test_last_quarter_gain():
 def test_spec_errors_name_the_problem(tmp_path):
     bad = _tiny_spec(tmp_path, reference="plian", variants=[{"name": "plain"}])
     with pytest.raises(RepsrError, match="did you mean plain"):
+        read_spec(bad)
+    bad = _tiny_spec(tmp_path, pairs=[["plain", "repsr"]], variants=[{"name": "plain"}])
+    with pytest.raises(RepsrError, match="'repsr' .* is not a variant"):
+        read_spec(bad)
+    bad = _tiny_spec(tmp_path, pairs=[["plain"]], variants=[{"name": "plain"}])
+    with pytest.raises(RepsrError, match="two names"):
         read_spec(bad)
     bad = _tiny_spec(tmp_path, seeds=[1, 1], variants=[{"name": "plain"}])
     with pytest.raises(RepsrError, match="seeds repeat"):

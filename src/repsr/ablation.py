@@ -67,6 +67,7 @@ class AblationSpec:
     test_sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
     seeds: list[int] = field(default_factory=list)  # every variant trains once per seed; empty: the config's seed
     reference: str = ""  # the variant the others are compared with (default: the first)
+    pairs: list[list[str]] = field(default_factory=list)  # further paired comparisons: [[variant, against], ...]
     bn_study: BNStudySpec | None = None
 
 
@@ -86,10 +87,13 @@ def read_spec(path: str | Path) -> AblationSpec:
         raise RepsrError(f"{path}: variant names repeat")
     if len(set(spec.seeds)) != len(spec.seeds):
         raise RepsrError(f"{path}: seeds repeat")
-    if spec.reference and spec.reference not in names:
-        close = difflib.get_close_matches(spec.reference, names, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise RepsrError(f"{path}: reference {spec.reference!r} is not a variant{hint}")
+    for name in [spec.reference] * bool(spec.reference) + [n for pair in spec.pairs for n in pair]:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise RepsrError(f"{path}: {name!r} (reference or pairs) is not a variant{hint}")
+    if any(len(pair) != 2 for pair in spec.pairs):
+        raise RepsrError(f"{path}: pairs must be [variant, against] lists of two names")
     return spec
 
 
@@ -253,6 +257,23 @@ def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: 
     return "\n".join(lines)
 
 
+def pairs_table(runs: list[dict[str, Any]], pairs: list[list[str]], labels: dict[str, str],
+                test_sets: list[str]) -> str:
+    """Paired differences for the spec's ``pairs``, called as against the reference."""
+    lines = ["| variant | against | " + " | ".join(test_sets) + " |", "|---|---|" + "---|" * len(test_sets)]
+    for name, against in pairs:
+        row = summarize(runs, [name], against, test_sets)
+        if not row or not all("delta" in row[0]["test"][s] for s in test_sets):
+            continue
+        cells = []
+        for s in test_sets:
+            d = row[0]["test"][s]["delta"]
+            cells.append(f"{d['mean']:+.3f} ± {d['std']:.3f} ({', '.join(f'{x:+.2f}' for x in d['per_seed'])}) "
+                         f"**{d['verdict']}**")
+        lines.append(f"| {labels.get(name) or name} | {labels.get(against) or against} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def cost_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| variant | block | BN switch | train params | train kFLOP/px | deploy params | deploy kFLOP/px |",
              "|---|---|---|---|---|---|---|"]
@@ -327,7 +348,8 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
     names = [v.name for v in spec.variants]
     reference = spec.reference or names[0]
     key = _curve_key(config)
-    rows = summarize(runs, names, reference, spec.test_sets, key, {v.name: v.label for v in spec.variants})
+    labels = {v.name: v.label for v in spec.variants}
+    rows = summarize(runs, names, reference, spec.test_sets, key, labels)
     planned = len(names) * len(seeds)
     lines = [f"# Ablation: {spec_path.name}", "",
              f"Command: `repsr ablate {spec_path} --out {out}`. Base config `{spec.base}` with {spec.opt or 'no'} "
@@ -340,8 +362,10 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
              "otherwise **tie**. Last-quarter gain: validation PSNR "
              f"({key or 'none'}) at the end minus at 75% of training, mean over seeds. Train it/s: as measured "
              "during the run (other jobs on the machine slow it; benchmarks/ compares speeds in turns).", "",
-             ablation_table(rows, spec.test_sets, reference), "", "Cost of training and deployment "
-             "(FLOPs: conv multiply-adds x 2 per LR pixel):", "", cost_table(rows), ""]
+             ablation_table(rows, spec.test_sets, reference), ""]
+    if pairs := pairs_table(runs, spec.pairs, labels, spec.test_sets):
+        lines += ["Further paired differences (PSNR, dB; the same rules):", "", pairs, ""]
+    lines += ["Cost of training and deployment (FLOPs: conv multiply-adds x 2 per LR pixel):", "", cost_table(rows), ""]
     series = [(r["label"], mean_curve([x for x in runs if x["name"] == r["name"]], key)) for r in rows] if key else []
     svg = psnr_plot_svg(series, key + " (mean over seeds)",
                         [r["bn_switch"] for r in rows if r["bn_switch"] is not None and r["has_bn"]])
