@@ -106,10 +106,13 @@ def save_record(record: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
+def _budget_key(point: dict[str, Any]) -> tuple[int, str]:
+    return point["iterations"], "bundled" if point["source"].startswith("bundled") else point["source"]
+
+
 def add_budget(record: dict[str, Any], point: dict[str, Any]) -> None:
-    """Keep one point per (iterations, source)."""
-    record["budgets"] = [p for p in record["budgets"]
-                         if (p["iterations"], p["source"]) != (point["iterations"], point["source"])] + [point]
+    """Keep one point per budget and source (a re-bundled model of the same budget replaces the older one)."""
+    record["budgets"] = [p for p in record["budgets"] if _budget_key(p) != _budget_key(point)] + [point]
     record["budgets"].sort(key=lambda p: p["iterations"])
 
 
@@ -147,10 +150,11 @@ def main() -> None:
                 results[test_set] = {"psnr": ours["psnr"], "ssim": ours["ssim"],
                                      "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"]}
             seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "?"
+            trained = datetime.date.fromtimestamp((out / "results.json").stat().st_mtime)  # not the day of this pass
             meta = {"name": name, "description": description, "preset": preset,
                     "iterations": str(config.train.total_iter), "train_data": "T91 + BSD200 (291 images)",
                     "trained_on": f"{platform.processor() or platform.machine()}, CPU, {seconds} s",
-                    "date": datetime.date.today().isoformat(), "results": json.dumps(results)}
+                    "date": trained.isoformat(), "results": json.dumps(results)}
             if bundled.is_file():  # the model being replaced stays on record as a point of the budget curve
                 _, old = load_deploy(bundled)
                 if old.get("iterations") != meta["iterations"]:

@@ -30,5 +30,6 @@ def test_budget_record_keeps_one_point_per_budget_and_source():
     model_zoo.add_budget(record, model_zoo.budget_point(meta, "bundled 2026-11-28"))
     model_zoo.add_budget(record, {"iterations": 12000, "psnr": {"Set5": 30.55}, "seeds": 3, "source": "study"})
     model_zoo.add_budget(record, model_zoo.budget_point(meta, "bundled 2026-11-28"))  # the same again
+    model_zoo.add_budget(record, model_zoo.budget_point(meta, "bundled 2026-11-30"))  # re-bundled: replaces it
     assert [(p["iterations"], p["psnr"]["Set5"], p["seeds"]) for p in record["budgets"]] == \
         [(8000, 30.5, 1), (12000, 30.55, 3)]
