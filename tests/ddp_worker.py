@@ -59,6 +59,7 @@ def check_sync_bn(out: str) -> None:
     ]
     with open(os.path.join(out, f"syncbn_rank{rank}.txt"), "w") as f:
         f.write(" ".join(str(e) for e in errors))
+    dist.barrier()  # no rank tears gloo down while the other still has a collective in flight (SIGABRT)
     dist.destroy_process_group()
 
 
@@ -71,6 +72,7 @@ def main() -> None:
     trainer = Trainer(config, out, resume=mode == "resume")
     trainer.run()
     torch.save(trainer.model.state_dict(), os.path.join(out, f"rank{trainer.dist.rank}.pt"))
+    dist.barrier()
     dist.destroy_process_group()
 
 
