@@ -73,10 +73,9 @@ def study_point(name: str) -> dict[str, Any] | None:
     if name not in STUDIES or not STUDIES[name][0].is_file():
         return None
     path, variant = STUDIES[name]
-    rows = [r for r in json.loads(path.read_text())["summary"] if r["name"] == variant]
-    if not rows:
+    row = next((r for r in json.loads(path.read_text())["summary"] if r["name"] == variant), None)
+    if row is None:
         return None
-    row = rows[0]
     return {"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
             "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)} (mean over seeds)"}
 
@@ -174,15 +173,14 @@ def main() -> None:
 def budget_lines(name: str, scale: int, record: dict[str, Any]) -> list[str]:
     """The Set5 results per budget and the budget a log-linear fit puts at the published number."""
     target = PUBLISHED.get(scale, {}).get("Set5")
-    points = [(p["iterations"], p["psnr"]["Set5"]) for p in record.get("budgets", []) if "Set5" in p["psnr"]]
-    if not points:
+    budgets = [p for p in record.get("budgets", []) if "Set5" in p["psnr"]]
+    if not budgets:
         return []
     lines = ["Set5 PSNR by training budget (finished runs of this recipe; only `total_iter` differs):", "",
              "| iterations | Set5 | seeds | source |", "|---|---|---|---|"]
-    lines += [f"| {p['iterations']} | {p['psnr']['Set5']:.2f} | {p['seeds']} | {p['source']} |"
-              for p in record["budgets"] if "Set5" in p["psnr"]]
-    fit = project_budget(points, target) if target else None
-    if target and fit:
+    lines += [f"| {p['iterations']} | {p['psnr']['Set5']:.2f} | {p['seeds']} | {p['source']} |" for p in budgets]
+    fit = project_budget([(p["iterations"], p["psnr"]["Set5"]) for p in budgets], target) if target else None
+    if fit:
         a, b, needed = fit
         lines += ["", f"A fit of Set5 = {a:.2f} + {b:.4f} ln(iterations) over these points puts {PUBLISHED_LABEL}'s "
                   f"{target:.2f} dB at about {needed:,} iterations of this recipe. Log-linear growth does not "

@@ -232,6 +232,12 @@ def summarize(runs: list[dict[str, Any]], variants: list[str], reference: str, t
     return rows
 
 
+def _delta_cell(d: dict[str, Any]) -> str:
+    """A paired difference as the tables print it: mean ± std (per seed) **verdict**."""
+    seeds = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+    return f"{d['mean']:+.3f} ± {d['std']:.3f} ({seeds}) **{d['verdict']}**"
+
+
 def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: str) -> str:
     """The results table: PSNR mean +- std over seeds, SSIM mean, and the paired difference from the reference."""
     head = ["variant", "seeds"] + [f"{s} PSNR / SSIM" for s in test_sets]
@@ -248,8 +254,7 @@ def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: 
             if d is None:
                 cells.append("reference" if r["name"] == reference else "-")
             else:
-                seeds = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
-                cells.append(f"{d['mean']:+.3f} ± {d['std']:.3f} ({seeds}) **{d['verdict']}**")
+                cells.append(_delta_cell(d))
         gain = r.get("last_quarter_gain")
         cells.append("-" if gain is None else f"{gain:+.3f} dB")
         cells.append(f"{r['train_it_per_s']:.1f}")
@@ -265,11 +270,7 @@ def pairs_table(runs: list[dict[str, Any]], pairs: list[list[str]], labels: dict
         row = summarize(runs, [name], against, test_sets)
         if not row or not all("delta" in row[0]["test"][s] for s in test_sets):
             continue
-        cells = []
-        for s in test_sets:
-            d = row[0]["test"][s]["delta"]
-            cells.append(f"{d['mean']:+.3f} ± {d['std']:.3f} ({', '.join(f'{x:+.2f}' for x in d['per_seed'])}) "
-                         f"**{d['verdict']}**")
+        cells = [_delta_cell(row[0]["test"][s]["delta"]) for s in test_sets]
         lines.append(f"| {labels.get(name) or name} | {labels.get(against) or against} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
