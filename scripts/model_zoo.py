@@ -7,8 +7,9 @@ if it has finished), evaluated on Set5/Set14/B100 next to bicubic, and copied to
 src/repsr/models/NAME.safetensors with its recipe and results in the file's metadata.
 
 docs/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
-training budget, the results of every model bundled so far with this recipe (the one being replaced is
-added before it is overwritten), from which the budget a published number needs is projected.
+training budget and recipe, the results of every model bundled so far (the one being replaced is added
+before it is overwritten) and of the studies that trained a recipe; the budget a published number needs
+is projected from the current recipe's points only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from repsr import __version__
 from repsr.ablation import psnr_plot_svg
+from repsr.archs.registry import build_block
 from repsr.checkpoint import read_checkpoint
 from repsr.config import Config, load_config
 from repsr.data import HRFolder, default_cache_dir
@@ -48,8 +51,10 @@ TEST_SETS = ("Set5", "Set14", "B100")
 # DIV2K (800 images, about 1.6 M iterations of batch 32, LR patch 64) by ETDS (CVPR 2023, Table 2).
 PUBLISHED_LABEL = "ECBSR-M4C16, DIV2K (ETDS, CVPR 2023)"
 PUBLISHED = {4: {"Set5": 30.87, "Set14": 27.80, "B100": 27.06}, 2: {"Set5": 37.18, "Set14": 32.79, "B100": 31.61}}
-# Studies that trained this recipe at another budget (mean over seeds of the variant that is the recipe).
-STUDIES = {"repsr-x4-m4c16": (ROOT / "docs" / "studies" / "x4_m4c16" / "ablation.json", "repsr")}
+# Studies that trained a zoo recipe at another budget: (study folder, variant); each run's config says which recipe.
+STUDIES = {"repsr-x4-m4c16": [(ROOT / "docs" / "studies" / "x4_m4c16", "repsr"),
+                              (ROOT / "docs" / "studies" / "x4_m4c16_lr4e-3", "repsr_nobn")],
+           "repsr-x2-m4c16": [(ROOT / "docs" / "studies" / "x2_m4c16_budget", "zoo_10k")]}
 
 
 def run_curve(out: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,22 +67,47 @@ def run_curve(out: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in curve if c["iteration"] < final["iteration"]] + [final]
 
 
-def budget_point(meta: dict[str, str], source: str) -> dict[str, Any]:
+def has_bn(config: Config) -> bool:
+    block = build_block(config.network.block, 4)
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules())
+
+
+def recipe_key(config: Config) -> str:
+    """What makes two runs points of one recipe: everything that matters but the budget (``total_iter``)."""
+    d = config.data.train
+    return (f"{config.network.block} blocks, lr {config.train.optimizer.lr:g}, LR patch {d.lr_patch}, "
+            f"batch {d.batch_size}")
+
+
+def trained_as(config: Config) -> str:
+    if config.network.block == "repsr" and has_bn(config):
+        return "RepSR blocks with BN, switched to population statistics at 80% of training, EMA"
+    if config.network.block == "repsr_nobn":
+        return ("RepSR blocks without BN: identity plus two expand-and-squeeze paths, linear throughout, "
+                "which the x4 studies found better than with BN at CPU budgets; EMA")
+    return f"{config.network.block} blocks, EMA"
+
+
+def budget_point(meta: dict[str, str], source: str, recipe: str) -> dict[str, Any]:
     results = json.loads(meta["results"])
     return {"iterations": int(meta["iterations"]), "psnr": {k: v["psnr"] for k, v in results.items()},
-            "seeds": 1, "source": source}
+            "seeds": 1, "source": source, "recipe": recipe}
 
 
-def study_point(name: str) -> dict[str, Any] | None:
-    """The recipe's result in a seed-replicated study, if one ran it."""
-    if name not in STUDIES or not STUDIES[name][0].is_file():
-        return None
-    path, variant = STUDIES[name]
-    row = next((r for r in json.loads(path.read_text())["summary"] if r["name"] == variant), None)
-    if row is None:
-        return None
-    return {"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
-            "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)} (mean over seeds)"}
+def study_points(name: str) -> list[dict[str, Any]]:
+    """The zoo recipes' results in seed-replicated studies (mean over seeds of the variant that is the recipe)."""
+    points = []
+    for folder, variant in STUDIES.get(name, []):
+        path = folder / "ablation.json"
+        row = next((r for r in json.loads(path.read_text())["summary"] if r["name"] == variant),
+                   None) if path.is_file() else None
+        if row is None:
+            continue
+        config = load_config(str(folder / "variants" / variant / f"seed_{row['seeds'][0]}" / "config.yml"))
+        points.append({"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
+                       "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)} (mean over seeds)",
+                       "recipe": recipe_key(config)})
+    return points
 
 
 def project_budget(points: list[tuple[int, float]], target: float) -> tuple[float, float, int] | None:
@@ -105,22 +135,24 @@ def save_record(record: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _budget_key(point: dict[str, Any]) -> tuple[int, str]:
-    return point["iterations"], "bundled" if point["source"].startswith("bundled") else point["source"]
+def _budget_key(point: dict[str, Any]) -> tuple[int, str, str]:
+    return point["iterations"], "bundled" if point["source"].startswith("bundled") else point["source"], \
+        point["recipe"]
 
 
 def add_budget(record: dict[str, Any], point: dict[str, Any]) -> None:
-    """Keep one point per budget and source (a re-bundled model of the same budget replaces the older one)."""
+    """Keep one point per budget, source and recipe (a re-bundled model of the same ones replaces the older)."""
     record["budgets"] = [p for p in record["budgets"] if _budget_key(p) != _budget_key(point)] + [point]
-    record["budgets"].sort(key=lambda p: p["iterations"])
+    record["budgets"].sort(key=lambda p: (p["recipe"] != record.get("recipe_key"), p["recipe"], p["iterations"]))
 
 
 def recipe_text(config: Config) -> str:
     t, d = config.train, config.data.train
     return (f"LR patch {d.lr_patch}, batch {d.batch_size}, Adam {tuple(t.optimizer.betas)}, lr "
             f"{t.optimizer.lr:g} with {t.scheduler.type} decay to {t.scheduler.min_lr:g} after "
-            f"{t.scheduler.warmup_iter} warm-up iterations, {t.loss.upper()} loss, EMA {t.ema_decay}, BN switched to "
-            f"population statistics at iteration {config.switch_iteration()} of {t.total_iter}")
+            f"{t.scheduler.warmup_iter} warm-up iterations, {t.loss.upper()} loss, EMA {t.ema_decay}"
+            + (f", BN switched to population statistics at iteration {config.switch_iteration()} of {t.total_iter}"
+               if has_bn(config) and config.switch_iteration() is not None else ""))
 
 
 def main() -> None:
@@ -153,17 +185,20 @@ def main() -> None:
             meta = {"name": name, "description": description, "preset": preset,
                     "iterations": str(config.train.total_iter), "train_data": "T91 + BSD200 (291 images)",
                     "trained_on": f"{platform.processor() or platform.machine()}, CPU, {seconds} s",
-                    "date": trained.isoformat(), "results": json.dumps(results)}
+                    "date": trained.isoformat(), "results": json.dumps(results), "recipe": recipe_key(config)}
             if bundled.is_file():  # the model being replaced stays on record as a point of the budget curve
                 _, old = load_deploy(bundled)
-                if old.get("iterations") != meta["iterations"]:
-                    add_budget(record, budget_point(old, f"bundled {old.get('date', '?')}"))
+                old_recipe = old.get("recipe", record.get("recipe_key", "?"))
+                if (old.get("iterations"), old_recipe) != (meta["iterations"], meta["recipe"]):
+                    add_budget(record, budget_point(old, f"bundled {old.get('date', '?')}", old_recipe))
             save_deploy(model, bundled, metadata=meta)
-            add_budget(record, budget_point(meta, f"bundled {meta['date']}"))
-            record.update(preset=preset, recipe=recipe_text(config), switch=config.switch_iteration(),
+            record.update(preset=preset, recipe=recipe_text(config), recipe_key=meta["recipe"],
+                          trained_as=trained_as(config),
+                          switch=config.switch_iteration() if has_bn(config) else None,
                           curve=run_curve(out, json.loads((out / "results.json").read_text())))
-        if (study := study_point(name)) is not None:
-            add_budget(record, study)
+            add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
+        for point in study_points(name):
+            add_budget(record, point)
         save_record(record)
         _, meta = load_deploy(bundled)
         rows.append((name, preset, meta, record))
@@ -171,20 +206,26 @@ def main() -> None:
 
 
 def budget_lines(name: str, scale: int, record: dict[str, Any]) -> list[str]:
-    """The Set5 results per budget and the budget a log-linear fit puts at the published number."""
+    """The Set5 results per budget and recipe, and the budget a log-linear fit of the current recipe's points
+    puts at the published number."""
     target = PUBLISHED.get(scale, {}).get("Set5")
     budgets = [p for p in record.get("budgets", []) if "Set5" in p["psnr"]]
     if not budgets:
         return []
-    lines = ["Set5 PSNR by training budget (finished runs of this recipe; only `total_iter` differs):", "",
-             "| iterations | Set5 | seeds | source |", "|---|---|---|---|"]
-    lines += [f"| {p['iterations']} | {p['psnr']['Set5']:.2f} | {p['seeds']} | {p['source']} |" for p in budgets]
-    fit = project_budget([(p["iterations"], p["psnr"]["Set5"]) for p in budgets], target) if target else None
+    current = record.get("recipe_key")
+    lines = ["Set5 PSNR by training budget (finished runs; a recipe is everything but `total_iter`, and the first "
+             "rows are the bundled model's):", "",
+             "| recipe | iterations | Set5 | seeds | source |", "|---|---|---|---|---|"]
+    lines += [f"| {p['recipe']} | {p['iterations']} | {p['psnr']['Set5']:.2f} | {p['seeds']} | {p['source']} |"
+              for p in budgets]
+    points = [(p["iterations"], p["psnr"]["Set5"]) for p in budgets if p["recipe"] == current]
+    fit = project_budget(points, target) if target else None
     if fit:
         a, b, needed = fit
-        lines += ["", f"A fit of Set5 = {a:.2f} + {b:.4f} ln(iterations) over these points puts {PUBLISHED_LABEL}'s "
-                  f"{target:.2f} dB at about {needed:,} iterations of this recipe. Log-linear growth does not "
-                  "saturate, so this is a lower bound on the budget, not a promise that the 291-image set reaches it."]
+        lines += ["", f"A fit of Set5 = {a:.2f} + {b:.4f} ln(iterations) over the bundled recipe's points puts "
+                  f"{PUBLISHED_LABEL}'s {target:.2f} dB at about {needed:,} iterations of it. Log-linear growth does "
+                  "not saturate, so this is a lower bound on the budget, not a promise that the 291-image set "
+                  "reaches it."]
     lines.append("")
     return lines
 
@@ -202,8 +243,8 @@ def write_model_zoo(rows) -> None:
         version = meta.get("repsr_version", __version__)
         published = PUBLISHED.get(scale, {})
         lines += [f"## {name}", "",
-                  f"{meta['description']}. SRVGGNetCompact {size}, x{scale}, trained as RepSR (RepSR blocks "
-                  "with BN, switched to population statistics at 80% of training, EMA), then merged.", "",
+                  f"{meta['description']}. SRVGGNetCompact {size}, x{scale}, trained through "
+                  f"{record.get('trained_as', '?')}, then merged.", "",
                   f"- config: `src/repsr/presets/{preset}.yml` (`repsr train {preset}`), "
                   f"{meta['iterations']} iterations",
                   *([f"- recipe: {record['recipe']}"] if "recipe" in record else []),
@@ -224,7 +265,8 @@ def write_model_zoo(rows) -> None:
                                 [record["switch"]] if record.get("switch") else None)
             with atomic_write(RECORDS / f"{name}_psnr.svg") as tmp:
                 tmp.write_text(svg)
-            lines += [f"Validation PSNR of the EMA weights during training (dashed: the BN switch): "
+            switch_note = " (dashed: the BN switch)" if record.get("switch") else ""
+            lines += [f"Validation PSNR of the EMA weights during training{switch_note}: "
                       f"![curve](docs/model_zoo/{name}_psnr.svg)", ""]
         lines += budget_lines(name, scale, record)
     with atomic_write(ROOT / "MODEL_ZOO.md") as tmp:

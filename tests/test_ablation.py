@@ -1,6 +1,7 @@
 """repsr ablate end to end on a tiny spec, and the BN-artifact study."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +9,18 @@ import torch
 import yaml
 from conftest import DATA
 
-from repsr.ablation import last_quarter_gain, psnr_plot_svg, read_spec, run_ablation, summarize, verdict
+from repsr.ablation import (
+    last_quarter_gain,
+    psnr_plot_svg,
+    read_spec,
+    run_ablation,
+    run_dir,
+    summarize,
+    variant_config,
+    verdict,
+)
 from repsr.cli import main
+from repsr.config import set_dotted
 from repsr.errors import RepsrError
 from repsr.loading import load_model
 
@@ -139,6 +150,37 @@ def test_shipped_specs_parse():
     assert [v.name for v in study.variants] == ["plain", "ecb", "repsr", "repsr_noswitch", "repsr_nobn", "repvgg"]
     recipe = read_spec("specs/study_x4_m4c16_recipe.yml")
     assert recipe.opt == study.opt and recipe.base == study.base  # its lr 2e-3 runs are the study's seed-0 runs
+
+
+def _differences(saved, now, path=""):
+    """Keys the saved config has whose value the spec no longer produces (keys added later are ignored)."""
+    if isinstance(saved, dict):
+        return [d for k, v in saved.items() for d in _differences(v, (now or {}).get(k), f"{path}.{k}")]
+    return [] if saved == now else [(path, saved, now)]
+
+
+@pytest.mark.parametrize("spec_path", sorted(Path("specs").glob("study_*.yml")), ids=lambda p: p.stem)
+def test_committed_study_runs_are_what_their_spec_trains_today(spec_path):
+    """A study in git continues from a fresh clone only if its spec still produces its runs' configs, whatever
+    the shared preset has become since (specs/study_X.yml writes docs/studies/X)."""
+    spec, out = read_spec(spec_path), Path("docs/studies") / spec_path.stem.removeprefix("study_")
+    checked = 0
+    for variant in spec.variants:
+        for seed in spec.seeds or [0]:
+            saved = run_dir(out, variant.name, seed) / "config.yml"
+            if saved.is_file():
+                now = variant_config(spec, variant, spec_path.parent, seed).to_dict()
+                assert _differences(yaml.safe_load(saved.read_text()), now) == [], saved
+                checked += 1
+    assert checked > 0
+
+
+def test_an_override_never_writes_through_into_a_shared_value():
+    shared = {"bn": {"switch": 0.8}}
+    data = {}
+    set_dotted(data, "train.bn", shared["bn"])
+    set_dotted(data, "train.bn.switch", None)
+    assert shared["bn"] == {"switch": 0.8} and data["train"]["bn"] == {"switch": None}
 
 
 def test_spec_labels_win_over_labels_recorded_in_runs():

@@ -241,7 +241,7 @@ def _delta_cell(d: dict[str, Any]) -> str:
 def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: str) -> str:
     """The results table: PSNR mean +- std over seeds, SSIM mean, and the paired difference from the reference."""
     head = ["variant", "seeds"] + [f"{s} PSNR / SSIM" for s in test_sets]
-    head += [f"{s} vs {reference}" for s in test_sets] + ["last-quarter gain", "train it/s"]
+    head += [f"{s} vs {reference}" for s in test_sets] + ["last-quarter gain", "train it/s", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], str(len(r["seeds"]))]
@@ -258,6 +258,7 @@ def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: 
         gain = r.get("last_quarter_gain")
         cells.append("-" if gain is None else f"{gain:+.3f} dB")
         cells.append(f"{r['train_it_per_s']:.1f}")
+        cells.append(f"{r['iterations'] / max(r['train_it_per_s'], 1e-9) / 60:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -352,17 +353,21 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
     labels = {v.name: v.label for v in spec.variants}
     rows = summarize(runs, names, reference, spec.test_sets, key, labels)
     planned = len(names) * len(seeds)
+    budgets = {r["name"]: r["iterations"] for r in rows} or {"all": config.train.total_iter}
+    trains = (f"every variant trains {next(iter(budgets.values()))} iterations" if len(set(budgets.values())) == 1
+              else "the variants train " + ", ".join(f"{n} {i}" for n, i in budgets.items()) + " iterations")
     lines = [f"# Ablation: {spec_path.name}", "",
              f"Command: `repsr ablate {spec_path} --out {out}`. Base config `{spec.base}` with {spec.opt or 'no'} "
-             f"overrides; every variant trains {config.train.total_iter} iterations (x{config.scale}, "
+             f"overrides; {trains} (x{config.scale}, "
              f"M{config.network.num_block}C{config.network.num_feat}) once per seed {seeds}; "
              f"{len(runs)} of {planned} runs finished. PSNR (dB) / SSIM of the merged deploy model, Y channel, "
              "crop = scale; mean ± sample standard deviation over seeds. The difference from "
              f"`{reference}` is paired by seed (same data order): mean ± std (per seed); **better**/**worse** only "
              "when every seed agrees in sign and the mean exceeds the larger seed spread of the two variants, "
              "otherwise **tie**. Last-quarter gain: validation PSNR "
-             f"({key or 'none'}) at the end minus at 75% of training, mean over seeds. Train it/s: as measured "
-             "during the run (other jobs on the machine slow it; benchmarks/ compares speeds in turns).", "",
+             f"({key or 'none'}) at the end minus at 75% of training, mean over seeds. Train it/s and minutes: "
+             "as measured during the run (other jobs on the machine slow it; benchmarks/ compares speeds in turns).",
+             "",
              ablation_table(rows, spec.test_sets, reference), ""]
     if pairs := pairs_table(runs, spec.pairs, labels, spec.test_sets):
         lines += ["Further paired differences (PSNR, dB; the same rules):", "", pairs, ""]

@@ -7,6 +7,7 @@ bad values and missing data folders are reported with the key's full name.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -207,14 +208,15 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts, creating sections as needed."""
+    """Set ``a.b.c`` in nested dicts, creating sections as needed. A dict or list value is copied, so
+    that a later ``a.b.c`` override never writes through into the caller's value (a spec's shared opt)."""
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RepsrError(f"--opt {dotted}: {part} is not a section")
-    node[parts[-1]] = value
+    node[parts[-1]] = copy.deepcopy(value)
 
 
 def preset_names() -> list[str]:
