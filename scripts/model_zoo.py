@@ -79,13 +79,16 @@ def recipe_key(config: Config) -> str:
             f"batch {d.batch_size}")
 
 
+BLOCK_TEXT = {"repsr": "RepSR blocks", "repsr_nobn": "RepSR blocks without BN (identity plus two expand-and-squeeze "
+              "paths, linear throughout)", "plain": "plain 3x3 convs", "ecb": "ECB blocks"}
+
+
 def trained_as(config: Config) -> str:
-    if config.network.block == "repsr" and has_bn(config):
-        return "RepSR blocks with BN, switched to population statistics at 80% of training, EMA"
-    if config.network.block == "repsr_nobn":
-        return ("RepSR blocks without BN: identity plus two expand-and-squeeze paths, linear throughout, "
-                "which the x4 studies found better than with BN at CPU budgets; EMA")
-    return f"{config.network.block} blocks, EMA"
+    """How the deploy network was trained, for MODEL_ZOO.md."""
+    text = BLOCK_TEXT.get(config.network.block, f"{config.network.block} blocks")
+    if has_bn(config) and (switch := config.switch_iteration()) is not None:
+        text += f" with BN, switched to population statistics at iteration {switch} of {config.train.total_iter}"
+    return text + ", EMA"
 
 
 def budget_point(meta: dict[str, str], source: str, recipe: str) -> dict[str, Any]:
