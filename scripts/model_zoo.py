@@ -107,8 +107,9 @@ def study_points(name: str) -> list[dict[str, Any]]:
         if row is None:
             continue
         config = load_config(str(folder / "variants" / variant / f"seed_{row['seeds'][0]}" / "config.yml"))
+        mean = " (mean over seeds)" if len(row["seeds"]) > 1 else ""
         points.append({"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
-                       "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)} (mean over seeds)",
+                       "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)}{mean}",
                        "recipe": recipe_key(config)})
     return points
 
@@ -238,7 +239,9 @@ def write_model_zoo(rows) -> None:
              "Bundled with repsr (`repsr models` lists them; `repsr upscale --model NAME`). Every number below is "
              "written by `python scripts/model_zoo.py`, which trains each model with its preset, evaluates it and "
              "bundles it. PSNR/SSIM: Y channel, border crop = scale, BasicSR protocol (`repsr eval`), LR images by "
-             "MATLAB bicubic downscaling of the test sets' HR images.", ""]
+             "MATLAB bicubic downscaling of the test sets' HR images. Why these recipes (block, learning rate, LR "
+             "patch and batch, compared over seeds at equal iterations and at equal CPU time): "
+             "[docs/studies/x4_m4c16/study.md](docs/studies/x4_m4c16/study.md).", ""]
     for name, preset, meta, record in rows:
         results = json.loads(meta["results"])
         size = f"M{meta['num_conv']}C{meta['num_feat']}"
