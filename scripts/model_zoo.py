@@ -106,7 +106,8 @@ def study_points(name: str) -> list[dict[str, Any]]:
                    None) if path.is_file() else None
         if row is None:
             continue
-        config = load_config(str(folder / "variants" / variant / f"seed_{row['seeds'][0]}" / "config.yml"))
+        run_config = folder / "variants" / variant / f"seed_{row['seeds'][0]}" / "config.yml"
+        config = load_config(str(run_config), check_paths=False)  # only its recipe is read
         mean = " (mean over seeds)" if len(row["seeds"]) > 1 else ""
         points.append({"iterations": row["iterations"], "psnr": {k: v["psnr"] for k, v in row["test"].items()},
                        "seeds": len(row["seeds"]), "source": f"{path.relative_to(ROOT)}{mean}",

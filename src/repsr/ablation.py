@@ -97,14 +97,15 @@ def read_spec(path: str | Path) -> AblationSpec:
     return spec
 
 
-def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path, seed: int | None = None) -> Config:
+def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path, seed: int | None = None,
+                   check_paths: bool = True) -> Config:
     base = str(base_dir / spec.base) if (base_dir / spec.base).is_file() else spec.base
     data = read_config_dict(base)
     for key, value in {**spec.opt, **variant.opt, "name": variant.name}.items():
         set_dotted(data, key, value)
     if seed is not None:
         data["seed"] = seed
-    return load_config(data)
+    return load_config(data, check_paths=check_paths)
 
 
 def spec_seeds(spec: AblationSpec, base_dir: Path) -> list[int]:
