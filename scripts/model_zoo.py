@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from repsr import __version__
 from repsr.ablation import psnr_plot_svg
 from repsr.archs.registry import build_block
+from repsr.bn import has_batchnorm
 from repsr.checkpoint import read_checkpoint
 from repsr.config import Config, load_config
 from repsr.data import HRFolder, default_cache_dir
@@ -68,8 +68,12 @@ def run_curve(out: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def has_bn(config: Config) -> bool:
-    block = build_block(config.network.block, 4)
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules())
+    return has_batchnorm(build_block(config.network.block, 4))
+
+
+def bn_switch(config: Config) -> int | None:
+    """The iteration BN switches to population statistics; None when the block has no BN or never switches."""
+    return config.switch_iteration() if has_bn(config) else None
 
 
 def recipe_key(config: Config) -> str:
@@ -86,7 +90,7 @@ BLOCK_TEXT = {"repsr": "RepSR blocks", "repsr_nobn": "RepSR blocks without BN (i
 def trained_as(config: Config) -> str:
     """How the deploy network was trained, for MODEL_ZOO.md."""
     text = BLOCK_TEXT.get(config.network.block, f"{config.network.block} blocks")
-    if has_bn(config) and (switch := config.switch_iteration()) is not None:
+    if (switch := bn_switch(config)) is not None:
         text += f" with BN, switched to population statistics at iteration {switch} of {config.train.total_iter}"
     return text + ", EMA"
 
@@ -153,11 +157,12 @@ def add_budget(record: dict[str, Any], point: dict[str, Any]) -> None:
 
 def recipe_text(config: Config) -> str:
     t, d = config.train, config.data.train
+    switch = bn_switch(config)
     return (f"LR patch {d.lr_patch}, batch {d.batch_size}, Adam {tuple(t.optimizer.betas)}, lr "
             f"{t.optimizer.lr:g} with {t.scheduler.type} decay to {t.scheduler.min_lr:g} after "
             f"{t.scheduler.warmup_iter} warm-up iterations, {t.loss.upper()} loss, EMA {t.ema_decay}"
-            + (f", BN switched to population statistics at iteration {config.switch_iteration()} of {t.total_iter}"
-               if has_bn(config) and config.switch_iteration() is not None else ""))
+            + (f", BN switched to population statistics at iteration {switch} of {t.total_iter}"
+               if switch is not None else ""))
 
 
 def main() -> None:
@@ -199,7 +204,7 @@ def main() -> None:
             save_deploy(model, bundled, metadata=meta)
             record.update(preset=preset, recipe=recipe_text(config), recipe_key=meta["recipe"],
                           trained_as=trained_as(config),
-                          switch=config.switch_iteration() if has_bn(config) else None,
+                          switch=bn_switch(config),
                           curve=run_curve(out, json.loads((out / "results.json").read_text())))
             add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
         for point in study_points(name):

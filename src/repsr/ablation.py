@@ -30,6 +30,7 @@ from torch import nn
 
 from .archs.networks import RepSRNet
 from .archs.protocol import branch_forward
+from .bn import has_batchnorm
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .config import Config, from_dict, load_config, read_config_dict, set_dotted
 from .data import SRDataset, default_cache_dir, open_dataset
@@ -143,7 +144,7 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     result = {
         "name": variant.name, "label": variant.label or variant.name, "seed": seed, "block": config.network.block,
         "bn_switch": config.switch_iteration(), "iterations": config.train.total_iter,
-        "has_bn": any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()),
+        "has_bn": has_batchnorm(model),
         "train_params": sum(p.numel() for p in model.parameters()),
         "train_flops_per_px": _per_pixel_flops(model, channels),
         "deploy_params": sum(p.numel() for p in deploy.parameters()),

@@ -114,6 +114,11 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any module of ``model`` is a BatchNorm (switchable or plain)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def set_bn_sync(model: nn.Module, sync: bool) -> nn.Module:
     """Multi-process training: compute batch statistics over all ranks (True) or per rank (False)."""
     for bn in _switchable_bns(model):
