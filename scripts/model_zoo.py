@@ -8,8 +8,8 @@ src/repsr/models/NAME.safetensors with its recipe and results in the file's meta
 
 docs/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
 training budget and recipe, the results of every model bundled so far (the one being replaced is added
-before it is overwritten) and of the studies that trained a recipe; the budget a published number needs
-is projected from the current recipe's points only.
+before it is overwritten). The studies that trained a zoo recipe add their points on each pass; the
+budget a published number needs is projected from the current recipe's points only.
 """
 
 from __future__ import annotations
@@ -207,11 +207,12 @@ def main() -> None:
                           switch=bn_switch(config),
                           curve=run_curve(out, json.loads((out / "results.json").read_text())))
             add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
+        save_record(record)  # the bundled models' history only: study points are read from the studies each pass
+        shown = {**record, "budgets": list(record["budgets"])}
         for point in study_points(name):
-            add_budget(record, point)
-        save_record(record)
+            add_budget(shown, point)
         _, meta = load_deploy(bundled)
-        rows.append((name, preset, meta, record))
+        rows.append((name, preset, meta, shown))
     write_model_zoo(rows)
 
 
