@@ -29,14 +29,17 @@ bench: $(VENV)/.test
 	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory cpu_runtimes video_speed; do \
 		$(PY) benchmarks/$$b.py || exit 1; done
 
-# on a CUDA machine: deploy networks in fp32/fp16/bf16, batch 1 and 8, eager and CUDA graph, against the floor
-bench-gpu: $(VENV)/.test
-	$(PY) benchmarks/gpu_inference.py
+# The GPU machine has no network and no venv: these two run its own python3 on the source tree.
+GPU_PY ?= python3
 
-# the one-shot GPU session (scripts/gpu_run.py): device tests, bench-gpu, RepSR vs plain at batch 32 / patch 64;
-# prepare its data here first with: $(PY) scripts/gpu_run.py --prepare-data
-gpu-run: $(VENV)/.test
-	$(PY) scripts/gpu_run.py
+# on a CUDA machine: deploy networks in fp32/TF32/fp16/bf16, batch 1 and 8, eager and CUDA graph, against the floor
+bench-gpu:
+	PYTHONPATH=src $(GPU_PY) benchmarks/gpu_inference.py
+
+# the one-shot GPU session (scripts/gpu_run.py): device tests, bench-gpu, RepSR vs plain at batch 32 / patch 64,
+# inside a 530 s deadline, into $$OUT. Prepare its data here first: $(PY) scripts/gpu_run.py --prepare-data
+gpu-run:
+	PYTHONPATH=src $(GPU_PY) scripts/gpu_run.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -55,12 +55,8 @@ def networks(sizes: list[str]) -> dict[str, torch.nn.Module]:
 def eager_nchw(model: torch.nn.Module, tmp: Path):
     """spandrel's Compact model on the same weights when spandrel is installed, else the module itself: fp32, NCHW."""
     try:
-        import sys
-
-        sys.path.insert(0, str(ROOT / "tests"))
-        from spandrel_compat import import_spandrel
-
         from repsr.export import save_deploy
+        from repsr.peers.spandrel_import import import_spandrel
 
         path = save_deploy(model, tmp / "bench.safetensors")
         net = import_spandrel().ModelLoader().load_from_file(str(path)).model.eval()

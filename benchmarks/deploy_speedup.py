@@ -53,7 +53,7 @@ def onnxruntime_runner(deploy, tmp: Path):
 
 def spandrel_model(deploy, tmp: Path):
     try:
-        from spandrel_compat import import_spandrel
+        from repsr.peers.spandrel_import import import_spandrel
 
         path = save_deploy(deploy, tmp / "bench.safetensors")
         return import_spandrel().ModelLoader().load_from_file(str(path)).model.eval()

@@ -1,8 +1,9 @@
 """GPU inference of the deploy networks against the card's own limits, prepared for one run.
 
-For M4C16/M10C32/M16C64 at x4 to 1080p (270x480 input) and x2 to 1080p: fp32/fp16/bf16, batch
-1 and 8, channels_last, eager and replayed as a CUDA graph. The floor per frame is the larger of
-FLOPs / (measured matrix rate in that precision) and bytes moved / (measured copy bandwidth),
+For M4C16/M10C32/M16C64 at x4 to 1080p (270x480 input) and x2 to 1080p: fp32, fp32 with TF32 (what
+PyTorch runs fp32 convolutions as by default on NVIDIA GPUs), fp16 and bf16, batch 1 and 8, channels_last,
+eager and replayed as a CUDA graph. The floor per frame is the larger of FLOPs / (measured matrix rate in
+that precision, under the same TF32 setting as the convolutions) and bytes moved / (measured copy bandwidth),
 where bytes are each conv's input and output activations once. Writes the ``gpu_inference``
 section of RESULTS.md. Without CUDA it stops with a message, unless ``--device cpu`` (a check of
 the script itself on small inputs, fp32, batch 1; printed, not recorded).
@@ -20,9 +21,9 @@ from _results import record
 
 from repsr import RepSRNet, reparameterize_model
 from repsr.inference import prepare
-from repsr.speed import conv_flops
+from repsr.speed import conv_flops, tf32, tf32_flags
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def sync(device: torch.device) -> None:
@@ -87,6 +88,21 @@ def graphed(model: torch.nn.Module, x: torch.Tensor):
     return graph.replay
 
 
+def measure(model: torch.nn.Module, shape: tuple[int, int, int, int], device: torch.device, precision: str,
+            rate: float, bandwidth: float) -> dict:
+    """Eager and CUDA-graph seconds of one batch, its floor and achieved TFLOP/s, with the TF32 flags it ran
+    under."""
+    x = torch.rand(shape, device=device, dtype=DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = seconds(lambda: model(x), device)
+    graph = seconds(graphed(model, x), device) if device.type == "cuda" else float("nan")
+    flops = conv_flops(model, x)
+    floor = max(flops / rate, activation_bytes(model, x) / bandwidth)
+    best = eager if math.isnan(graph) else min(eager, graph)
+    return {"input": list(shape[2:]), "precision": precision, "batch": shape[0], "eager_s": eager, "graph_s": graph,
+            "floor_s": floor, "tflops": flops / best / 1e12, **tf32_flags()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
@@ -97,7 +113,10 @@ def main() -> None:
         raise SystemExit("gpu_inference: no CUDA device here (use --device cpu to check the script)")
     precisions = list(DTYPES) if device.type == "cuda" else ["fp32"]
     batches = (1, 8) if device.type == "cuda" else (1,)
-    rates = {p: matrix_rate(device, DTYPES[p]) for p in precisions}
+    rates = {}
+    for p in precisions:
+        with tf32(p == "tf32"):
+            rates[p] = matrix_rate(device, DTYPES[p])
     bandwidth = copy_bandwidth(device)
     rows, results = [], []
     for blocks, feat in ((4, 16),) if args.quick else ((4, 16), (10, 32), (16, 64)):
@@ -107,27 +126,21 @@ def main() -> None:
                 h, w = h // 4, w // 4
             deploy = reparameterize_model(RepSRNet(upscale=scale, num_feat=feat, num_block=blocks).eval())
             for precision in precisions:
-                model = prepare(deploy, device, precision)
+                model = prepare(deploy, device, "fp32" if precision == "tf32" else precision)
                 for batch in batches:
-                    x = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[precision])
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.inference_mode():
-                        eager = seconds(lambda: model(x), device)  # noqa: B023 - timed at once
-                    graph = seconds(graphed(model, x), device) if device.type == "cuda" else float("nan")
-                    flops = conv_flops(model, x)
-                    floor = max(flops / rates[precision], activation_bytes(model, x) / bandwidth)
-                    best = eager if math.isnan(graph) else min(eager, graph)
-                    r = {"size": f"M{blocks}C{feat}", "scale": scale, "input": [h, w], "precision": precision,
-                         "batch": batch, "eager_s": eager, "graph_s": graph, "floor_s": floor,
-                         "tflops": flops / best / 1e12}
-                    results.append(r)
+                    with tf32(precision == "tf32"):  # the convolutions and their floor under one setting
+                        r = measure(model, (batch, 3, h, w), device, precision, rates[precision], bandwidth)
+                    results.append({"size": f"M{blocks}C{feat}", "scale": scale, **r})
+                    best = r["eager_s"] if math.isnan(r["graph_s"]) else min(r["eager_s"], r["graph_s"])
                     rows.append(f"| M{blocks}C{feat} x{scale} | {h}x{w} | {precision} | {batch} | "
-                                f"{eager / batch * 1e3:.2f} | {graph / batch * 1e3:.2f} | {floor / batch * 1e3:.3f} | "
-                                f"{floor / best:.0%} | {flops / best / 1e12:.1f} |")
+                                f"{r['eager_s'] / batch * 1e3:.2f} | {r['graph_s'] / batch * 1e3:.2f} | "
+                                f"{r['floor_s'] / batch * 1e3:.3f} | {r['floor_s'] / best:.0%} | {r['tflops']:.1f} |")
     limits = ", ".join(f"{p} {rate / 1e12:.1f} TFLOP/s" for p, rate in rates.items())
     table = (f"Device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; measured matrix rates: "
              f"{limits}; copy bandwidth {bandwidth / 1e9:.0f} GB/s. ms per frame (batch time / batch), "
-             "median of 20; channels_last; floor = max(FLOPs / matrix rate, conv activations / bandwidth).\n\n"
+             "median of 20; channels_last; floor = max(FLOPs / matrix rate, conv activations / bandwidth). fp32: "
+             "TF32 off for convolutions and matrix products; tf32: on for both (PyTorch's default for convolutions)."
+             "\n\n"
              "| network | input | precision | batch | eager ms | CUDA graph ms | floor ms | floor / best | TFLOP/s |\n"
              "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     if device.type != "cuda":  # a check of the script: not a result

@@ -3,8 +3,10 @@
     python scripts/model_zoo.py [--data-root ../shared/datasets] [--runs runs/zoo] [--only NAME]
 
 Each entry is trained with `repsr train <preset>` (resumed if its run folder has checkpoints, skipped
-if it has finished), evaluated on Set5/Set14/B100 next to bicubic, and copied to
-src/repsr/models/NAME.safetensors with its recipe and results in the file's metadata.
+if it has finished), evaluated next to bicubic on Set5/Set14/B100 and on the standard degraded test sets
+(Set14 and B100 with JPEG q40, noise 10 + JPEG q60, blur 1 + JPEG q60 and the real-world pipeline), and
+copied to src/repsr/models/NAME.safetensors with its recipe and results in the file's metadata. A bundled
+model whose metadata lacks some of these results is scored again (its weights untouched).
 
 docs/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
 training budget and recipe, the results of every model bundled so far (the one being replaced is added
@@ -20,6 +22,7 @@ import json
 import math
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +35,39 @@ from repsr.archs.registry import build_block
 from repsr.bn import has_batchnorm
 from repsr.checkpoint import read_checkpoint
 from repsr.config import Config, load_config
-from repsr.data import HRFolder, default_cache_dir
+from repsr.data import default_cache_dir, open_dataset
+from repsr.degradation import STANDARD, EvalDegradation
 from repsr.evaluate import evaluate_dataset
 from repsr.export import save_deploy
 from repsr.fileio import atomic_write
 from repsr.inference import prepare
 from repsr.loading import load_deploy
 from repsr.training import train
+from repsr.zoo import INPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "model_zoo"
-ZOO = [  # name, preset, description
-    ("repsr-x4-m4c16", "zoo_x4_m4c16", "x4 RGB, the default model of `repsr upscale`"),
-    ("repsr-x2-m4c16", "zoo_x2_m4c16", "x2 RGB"),
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    preset: str
+    description: str
+    inputs: str  # "clean" (bicubic downscales) or "real" (the real-world degradation model): repsr.zoo.INPUTS
+    baseline: str | None = None  # a real-world model's bicubic-trained counterpart, compared on the degraded sets
+
+
+ZOO = [
+    ZooEntry("repsr-x4-m4c16-real", "zoo_x4_m4c16_real", "x4 RGB for real photos and video (JPEG, noise, blur): "
+             "the default model of `repsr upscale`", "real", baseline="repsr-x4-m4c16"),
+    ZooEntry("repsr-x2-m4c16-real", "zoo_x2_m4c16_real", "x2 RGB for real photos and video (JPEG, noise, blur)",
+             "real", baseline="repsr-x2-m4c16"),
+    ZooEntry("repsr-x4-m4c16", "zoo_x4_m4c16", "x4 RGB for clean bicubic downscales (benchmarks)", "clean"),
+    ZooEntry("repsr-x2-m4c16", "zoo_x2_m4c16", "x2 RGB for clean bicubic downscales (benchmarks)", "clean"),
 ]
 TEST_SETS = ("Set5", "Set14", "B100")
+DEGRADED_SETS = tuple(f"{s} {d}" for d in STANDARD for s in ("Set14", "B100"))
 # The nearest peer with published numbers at exactly this deploy architecture: ECBSR-M4C16 retrained in RGB on
 # DIV2K (800 images, about 1.6 M iterations of batch 32, LR patch 64) by ETDS (CVPR 2023, Table 2).
 PUBLISHED_LABEL = "ECBSR-M4C16, DIV2K (ETDS, CVPR 2023)"
@@ -165,54 +186,81 @@ def recipe_text(config: Config) -> str:
                if switch is not None else ""))
 
 
+def score(model: torch.nn.Module, data_root: Path, scale: int) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM next to bicubic on the clean test sets and the standard degraded ones, keyed by label."""
+    results = {}
+    net = prepare(model, torch.device("cpu"))
+    for label in TEST_SETS + DEGRADED_SETS:
+        name, _, degradation = label.partition(" ")
+        ds = open_dataset(data_root / name, scale, default_cache_dir(),
+                          EvalDegradation(degradation) if degradation else None)
+        ours = evaluate_dataset(net, ds, progress=False)
+        bicubic = evaluate_dataset("bicubic", ds, progress=False)
+        results[label] = {"psnr": ours["psnr"], "ssim": ours["ssim"],
+                          "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"]}
+    return results
+
+
+def train_and_bundle(entry: ZooEntry, config: Config, out: Path, bundled: Path, record: dict[str, Any],
+                     data_root: Path) -> None:
+    """Train ``entry`` (resuming, or not at all if finished), score it and bundle it with its recipe and results."""
+    if not (out / "results.json").is_file():
+        start = time.perf_counter()
+        train(config, out, resume=(out / "checkpoints").is_dir())
+        (out / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+    model, _ = load_deploy(out / "model_deploy.safetensors")
+    seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "?"
+    trained = datetime.date.fromtimestamp((out / "results.json").stat().st_mtime)  # not the day of this pass
+    data = "T91 + BSD200 (291 images)" + (", LR by the second-order degradation model" if entry.inputs == "real"
+                                          else "")
+    meta = {"name": entry.name, "description": entry.description, "preset": entry.preset, "inputs": entry.inputs,
+            "iterations": str(config.train.total_iter), "train_data": data,
+            "trained_on": f"{platform.processor() or platform.machine()}, CPU, {seconds} s",
+            "date": trained.isoformat(), "results": json.dumps(score(model, data_root, config.scale)),
+            "recipe": recipe_key(config)}
+    if bundled.is_file():  # the model being replaced stays on record as a point of the budget curve
+        _, old = load_deploy(bundled)
+        old_recipe = old.get("recipe", record.get("recipe_key", "?"))
+        if (old.get("iterations"), old_recipe) != (meta["iterations"], meta["recipe"]):
+            add_budget(record, budget_point(old, f"bundled {old.get('date', '?')}", old_recipe))
+    save_deploy(model, bundled, metadata=meta)
+    record.update(preset=entry.preset, recipe=recipe_text(config), recipe_key=meta["recipe"],
+                  trained_as=trained_as(config), switch=bn_switch(config),
+                  curve=run_curve(out, json.loads((out / "results.json").read_text())))
+    add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
+
+
+def rescore_if_incomplete(bundled: Path, data_root: Path) -> None:
+    """Score a bundled model again if its metadata lacks any test set or degradation; its weights stay."""
+    model, meta = load_deploy(bundled)
+    if set(TEST_SETS + DEGRADED_SETS) <= set(json.loads(meta.get("results", "{}"))):
+        return
+    save_deploy(model, bundled, metadata={**meta, "results": json.dumps(score(model, data_root, model.upscale))})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "datasets"))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "zoo"))
     parser.add_argument("--only", help="train/evaluate only this entry; the others keep their bundled results")
     args = parser.parse_args()
+    data_root = Path(args.data_root)
     rows = []
-    for name, preset, description in ZOO:
-        config = load_config(preset, [f"data_root={args.data_root}"])
-        out = Path(args.runs) / preset
-        bundled = ROOT / "src" / "repsr" / "models" / f"{name}.safetensors"
-        record = load_record(name)
-        if args.only in (None, name):
-            if not (out / "results.json").is_file():
-                start = time.perf_counter()
-                train(config, out, resume=(out / "checkpoints").is_dir())
-                (out / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
-            model, _ = load_deploy(out / "model_deploy.safetensors")
-            results = {}
-            for test_set in TEST_SETS:
-                ds = HRFolder(Path(args.data_root) / test_set, config.scale, default_cache_dir())
-                ours = evaluate_dataset(prepare(model, torch.device("cpu")), ds, progress=False)
-                bicubic = evaluate_dataset("bicubic", ds, progress=False)
-                results[test_set] = {"psnr": ours["psnr"], "ssim": ours["ssim"],
-                                     "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"]}
-            seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "?"
-            trained = datetime.date.fromtimestamp((out / "results.json").stat().st_mtime)  # not the day of this pass
-            meta = {"name": name, "description": description, "preset": preset,
-                    "iterations": str(config.train.total_iter), "train_data": "T91 + BSD200 (291 images)",
-                    "trained_on": f"{platform.processor() or platform.machine()}, CPU, {seconds} s",
-                    "date": trained.isoformat(), "results": json.dumps(results), "recipe": recipe_key(config)}
-            if bundled.is_file():  # the model being replaced stays on record as a point of the budget curve
-                _, old = load_deploy(bundled)
-                old_recipe = old.get("recipe", record.get("recipe_key", "?"))
-                if (old.get("iterations"), old_recipe) != (meta["iterations"], meta["recipe"]):
-                    add_budget(record, budget_point(old, f"bundled {old.get('date', '?')}", old_recipe))
-            save_deploy(model, bundled, metadata=meta)
-            record.update(preset=preset, recipe=recipe_text(config), recipe_key=meta["recipe"],
-                          trained_as=trained_as(config),
-                          switch=bn_switch(config),
-                          curve=run_curve(out, json.loads((out / "results.json").read_text())))
-            add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
+    for entry in ZOO:
+        config = load_config(entry.preset, [f"data_root={args.data_root}"])
+        bundled = ROOT / "src" / "repsr" / "models" / f"{entry.name}.safetensors"
+        record = load_record(entry.name)
+        if args.only in (None, entry.name):
+            train_and_bundle(entry, config, Path(args.runs) / entry.preset, bundled, record, data_root)
+        if not bundled.is_file():
+            continue
+        rescore_if_incomplete(bundled, data_root)
         save_record(record)  # the bundled models' history only: study points are read from the studies each pass
         shown = {**record, "budgets": list(record["budgets"])}
-        for point in study_points(name):
+        for point in study_points(entry.name):
             add_budget(shown, point)
         _, meta = load_deploy(bundled)
-        rows.append((name, preset, meta, shown))
+        rows.append((entry, meta, shown))
     write_model_zoo(rows)
 
 
@@ -241,36 +289,84 @@ def budget_lines(name: str, scale: int, record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_model_zoo(rows) -> None:
+def _cell(r: dict[str, float]) -> str:
+    return f"{r['psnr']:.2f} / {r['ssim']:.4f}"
+
+
+def degraded_lines(entry: ZooEntry, results: dict, baseline: dict | None) -> list[str]:
+    """The degraded test sets: bicubic, the bicubic-trained counterpart (for a real-world model) and this model."""
+    labels = [label for label in DEGRADED_SETS if label in results]
+    if not labels:
+        return []
+    if baseline is None:
+        lines = ["| LR | set | PSNR / SSIM | bicubic | gain |", "|---|---|---|---|---|"]
+        for label in labels:
+            name, degradation = label.split(" ", 1)
+            r = results[label]
+            lines.append(f"| {EvalDegradation(degradation).label} | {name} | {_cell(r)} | {r['bicubic_psnr']:.2f} / "
+                         f"{r['bicubic_ssim']:.4f} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
+        return ["On degraded LR (`repsr eval --degradation standard`):", "", *lines, ""]
+    lines = [f"| LR | set | bicubic | {entry.baseline} | {entry.name} | vs {entry.baseline} |",
+             "|---|---|---|---|---|---|"]
+    for label in labels:
+        name, degradation = label.split(" ", 1)
+        r, b = results[label], baseline[label]
+        lines.append(f"| {EvalDegradation(degradation).label} | {name} | {r['bicubic_psnr']:.2f} / "
+                     f"{r['bicubic_ssim']:.4f} | {_cell(b)} | **{_cell(r)}** | {r['psnr'] - b['psnr']:+.2f} dB |")
+    gain = float(np.mean([results[k]["psnr"] - baseline[k]["psnr"] for k in labels]))
+    over_bicubic = float(np.mean([results[k]["psnr"] - results[k]["bicubic_psnr"] for k in labels]))
+    cost = float(np.mean([results[k]["psnr"] - baseline[k]["psnr"] for k in TEST_SETS if k in baseline]))
+    return [f"On degraded LR (`repsr eval --degradation standard`), against the bicubic-trained {entry.baseline}:", "",
+            *lines, "",
+            f"Mean over these {len(labels)} sets: **{gain:+.2f} dB** against {entry.baseline} "
+            f"({over_bicubic:+.2f} dB against bicubic). On clean bicubic LR it costs {cost:+.2f} dB against "
+            f"{entry.baseline} (mean over {', '.join(TEST_SETS)}).", ""]
+
+
+def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]]) -> None:
     lines = ["# Model zoo", "",
              "Bundled with repsr (`repsr models` lists them; `repsr upscale --model NAME`). Every number below is "
              "written by `python scripts/model_zoo.py`, which trains each model with its preset, evaluates it and "
              "bundles it. PSNR/SSIM: Y channel, border crop = scale, BasicSR protocol (`repsr eval`), LR images by "
-             "MATLAB bicubic downscaling of the test sets' HR images. Why these recipes (block, learning rate, LR "
-             "patch and batch, compared over seeds at equal iterations and at equal CPU time): "
-             "[docs/studies/x4_m4c16/study.md](docs/studies/x4_m4c16/study.md).", ""]
-    for name, preset, meta, record in rows:
-        results = json.loads(meta["results"])
+             "MATLAB bicubic downscaling of the test sets' HR images, and for the degraded sets that LR degraded "
+             "further by a named, seeded degradation (`repsr eval --degradation`). Two kinds of model:", "",
+             *(f"- **{kind}**: {text}" for kind, text in INPUTS.items()), "",
+             "Why the bicubic recipes (block, learning rate, LR patch and batch, compared over seeds at equal "
+             "iterations and at equal CPU time): [docs/studies/x4_m4c16/study.md](docs/studies/x4_m4c16/study.md). "
+             "Why the real-world recipe: [docs/studies/x4_real_recipe](docs/studies/x4_real_recipe/ablation.md); "
+             "what the two kinds do to real photos: [docs/real_world.md](docs/real_world.md).", ""]
+    all_results = {entry.name: json.loads(meta["results"]) for entry, meta, _ in rows}
+    for entry, meta, record in rows:
+        name, results = entry.name, all_results[entry.name]
         size = f"M{meta['num_conv']}C{meta['num_feat']}"
         scale = int(meta["scale"])
         version = meta.get("repsr_version", __version__)
-        published = PUBLISHED.get(scale, {})
+        published = PUBLISHED.get(scale, {}) if entry.inputs == "clean" else {}
         lines += [f"## {name}", "",
                   f"{meta['description']}. SRVGGNetCompact {size}, x{scale}, trained through "
                   f"{record.get('trained_as', '?')}, then merged.", "",
-                  f"- config: `src/repsr/presets/{preset}.yml` (`repsr train {preset}`), "
+                  f"- for: {INPUTS[entry.inputs]}",
+                  f"- config: `src/repsr/presets/{entry.preset}.yml` (`repsr train {entry.preset}`), "
                   f"{meta['iterations']} iterations",
                   *([f"- recipe: {record['recipe']}"] if "recipe" in record else []),
                   f"- training data: {meta['train_data']}",
-                  f"- trained on: {meta['trained_on']} ({meta['date']}, repsr {version})",
-                  "", f"| set | PSNR / SSIM | bicubic | gain | {PUBLISHED_LABEL} |", "|---|---|---|---|---|"]
-        for test_set, r in results.items():
-            ref = (f"{published[test_set]:.2f} ({r['psnr'] - published[test_set]:+.2f} dB)"
-                   if test_set in published else "-")
-            lines.append(f"| {test_set} | {r['psnr']:.2f} / {r['ssim']:.4f} | {r['bicubic_psnr']:.2f} / "
-                         f"{r['bicubic_ssim']:.4f} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB / "
-                         f"{r['ssim'] - r['bicubic_ssim']:+.4f} | {ref} |")
+                  f"- trained on: {meta['trained_on']} ({meta['date']}, repsr {version})", ""]
+        baseline = all_results.get(entry.baseline) if entry.baseline else None
+        head = (f"| set | PSNR / SSIM | bicubic | gain | {PUBLISHED_LABEL} |" if published else
+                f"| set | PSNR / SSIM | bicubic | gain | {entry.baseline} |" if baseline else
+                "| set | PSNR / SSIM | bicubic | gain |")
+        lines += ["On clean bicubic LR:", "", head, "|---" * (head.count("|") - 1) + "|"]
+        for test_set in TEST_SETS:
+            r = results[test_set]
+            extra = ""
+            if published:
+                extra = f" {published[test_set]:.2f} ({r['psnr'] - published[test_set]:+.2f} dB) |"
+            elif baseline:
+                extra = f" {_cell(baseline[test_set])} ({r['psnr'] - baseline[test_set]['psnr']:+.2f} dB) |"
+            lines.append(f"| {test_set} | {_cell(r)} | {r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
+                         f"{r['psnr'] - r['bicubic_psnr']:+.2f} dB / {r['ssim'] - r['bicubic_ssim']:+.4f} |{extra}")
         lines.append("")
+        lines += degraded_lines(entry, results, baseline)
         curve = record.get("curve", [])
         if curve:
             sets = [k for k in curve[-1] if k != "iteration"]
@@ -281,7 +377,8 @@ def write_model_zoo(rows) -> None:
             switch_note = " (dashed: the BN switch)" if record.get("switch") else ""
             lines += [f"Validation PSNR of the EMA weights during training{switch_note}: "
                       f"![curve](docs/model_zoo/{name}_psnr.svg)", ""]
-        lines += budget_lines(name, scale, record)
+        if entry.inputs == "clean":
+            lines += budget_lines(name, scale, record)
     with atomic_write(ROOT / "MODEL_ZOO.md") as tmp:
         tmp.write_text("\n".join(lines))
     print("\n".join(lines))

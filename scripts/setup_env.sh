@@ -30,7 +30,7 @@ if [ "${1:-}" = test ]; then
     pip install -e ".[test]"
     # spandrel declares torchvision, whose PyPI build does not load beside a CPU torch wheel;
     # Compact models need neither, so spandrel comes without its declared dependencies
-    # (tests/spandrel_compat.py explains the rest).
+    # (src/repsr/peers/spandrel_import.py explains the rest).
     pip install --no-deps "spandrel==0.4.2"
 else
     pip install -e .

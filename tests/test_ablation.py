@@ -207,3 +207,24 @@ def test_bn_study_scores_gray_test_images_in_gray_as_eval_does():
     assert np.array_equal(_as_scored(to_rgb(gray), gray), gray)
     rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     assert _as_scored(rgb, rgb) is rgb
+
+
+def test_only_trains_the_named_variants_and_degraded_test_sets_are_scored(tmp_path, capsys):
+    spec_path = _tiny_spec(tmp_path, test_sets=["Set5", "Set5 jpeg40"], variants=[
+        {"name": "plain", "opt": {"network.block": "plain", "data.train.degradation": {}}},
+        {"name": "nobn", "opt": {"network.block": "repsr_nobn"}}])
+    out = tmp_path / "ablation"
+    assert main(["ablate", str(spec_path), "--out", str(out), "--only", "nobn"]) == 0
+    assert not run_dir(out, "plain", 0).exists() and (run_dir(out, "nobn", 0) / "run.json").is_file()
+    assert main(["ablate", str(spec_path), "--out", str(out), "--only", "plain"]) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in report["summary"]] == ["plain", "nobn"]  # the other process's run counts
+    for r in report["summary"]:
+        assert r["test"]["Set5 jpeg40"]["psnr"] < r["test"]["Set5"]["psnr"]
+    assert "Set5 jpeg40 PSNR" in (out / "ablation.md").read_text()
+    capsys.readouterr()
+    assert main(["ablate", str(spec_path), "--out", str(out), "--only", "nbn"]) == 1
+    assert "did you mean nobn" in capsys.readouterr().err
+    bad = _tiny_spec(tmp_path, test_sets=["Set5 jpg40"], variants=[{"name": "plain"}])
+    with pytest.raises(RepsrError, match="test set 'Set5 jpg40'"):
+        read_spec(bad)

@@ -5,13 +5,13 @@ import os
 import pytest
 import torch
 from conftest import randomize_bn
-from spandrel_compat import import_spandrel
 
 from repsr import RepSRNet
 from repsr.archs import branch_forward
 from repsr.checkpoint import save_checkpoint
 from repsr.export import convert
 from repsr.loading import load_deploy
+from repsr.peers.spandrel_import import import_spandrel
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Training: schedule, EMA/merge consistency, bit-exact resume after SIGKILL, 2-process DDP (gloo)."""
 
+import json
 import os
 import re
 import signal
@@ -145,8 +146,10 @@ def _cli(config_path: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "repsr.cli", "train", str(config_path), "--out", str(out), *extra]
 
 
-def test_sigkill_and_resume_reach_the_same_weights(images, tmp_path):
-    cfg = tiny(images, **{"train.total_iter": 400, "checkpoint.every": 10, "checkpoint.keep": 2})
+@pytest.mark.parametrize("degradation", [None, {}], ids=["bicubic", "real-world"])
+def test_sigkill_and_resume_reach_the_same_weights(images, tmp_path, degradation):
+    cfg = tiny(images, **{"train.total_iter": 400, "checkpoint.every": 10, "checkpoint.keep": 2,
+                          "data.train.degradation": degradation})
     config_path = tmp_path / "tiny.yml"
     config_path.write_text(yaml.safe_dump(cfg))
     train(load_config(cfg), tmp_path / "straight")
@@ -228,3 +231,30 @@ def test_compiled_training_follows_the_eager_trajectory(images, tmp_path):
         losses.append(np.float64(re.findall(r"loss ([0-9.]+)", (tmp_path / run / "train.log").read_text())))
     assert len(losses[0]) == 8
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+def test_max_seconds_stops_and_still_finishes(images, tmp_path):
+    trainer = Trainer(load_config(tiny(images, **{"train.total_iter": 100000, "train.max_seconds": 1.5,
+                                                  "checkpoint.every": 100000})), tmp_path)
+    results = trainer.run()
+    assert results["stopped_early"] and 0 < results["iterations"] < 100000 and results["total_iter"] == 100000
+    assert (tmp_path / "model_deploy.safetensors").is_file() and (tmp_path / "results.json").is_file()
+    assert final_state(tmp_path)["iteration"] == results["iterations"]  # resumable from where it stopped
+    assert "stopping at iteration" in (tmp_path / "train.log").read_text()
+
+
+def test_sigterm_stops_after_the_iteration_and_writes_results(images, tmp_path):
+    cfg = tiny(images, **{"train.total_iter": 100000, "checkpoint.every": 100000, "logger.print_every": 1})
+    config_path = tmp_path / "tiny.yml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli(config_path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and "iter 5/" not in ((out / "train.log").read_text()
+                                                        if (out / "train.log").is_file() else ""):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["stopped_early"] and results["iterations"] >= 5
+    assert (out / "model_deploy.safetensors").is_file()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize_bn
-from spandrel_compat import import_spandrel
 
 from repsr import RepSRNet, reparameterize_model
 from repsr.checkpoint import save_checkpoint
@@ -19,6 +18,7 @@ from repsr.export import check_onnx, export_onnx, save_deploy
 from repsr.images import read_image, software_tag, write_image
 from repsr.inference import upscale
 from repsr.loading import load_deploy, load_model
+from repsr.peers.spandrel_import import import_spandrel
 from repsr.zoo import DEFAULT_MODEL, bundled_models, bundled_names, sample_image
 
 

@@ -34,6 +34,7 @@ from .bn import has_batchnorm
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .config import Config, from_dict, load_config, read_config_dict, set_dotted
 from .data import SRDataset, default_cache_dir, open_dataset
+from .degradation import EvalDegradation
 from .errors import RepsrError
 from .evaluate import evaluate_dataset
 from .fileio import atomic_write
@@ -41,6 +42,7 @@ from .images import to_rgb, to_tensor, write_image
 from .inference import GRAY_WEIGHTS, prepare
 from .loading import load_deploy
 from .metrics import psnr
+from .plots import psnr_plot_svg
 from .reparam import reparameterize_model
 from .speed import conv_flops
 from .training import Trainer
@@ -65,6 +67,7 @@ class AblationSpec:
     base: str = "demo"  # preset or config file every variant starts from
     opt: dict[str, Any] = field(default_factory=dict)  # overrides for all variants
     variants: list[Variant] = field(default_factory=list)
+    # test sets by name; "SET DEGRADATION" (e.g. "B100 jpeg40") scores a named degradation of its LR
     test_sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
     seeds: list[int] = field(default_factory=list)  # every variant trains once per seed; empty: the config's seed
     reference: str = ""  # the variant the others are compared with (default: the first)
@@ -95,6 +98,12 @@ def read_spec(path: str | Path) -> AblationSpec:
             raise RepsrError(f"{path}: {name!r} (reference or pairs) is not a variant{hint}")
     if any(len(pair) != 2 for pair in spec.pairs):
         raise RepsrError(f"{path}: pairs must be [variant, against] lists of two names")
+    for entry in spec.test_sets:
+        if degradation := entry.partition(" ")[2].strip():
+            try:
+                EvalDegradation(degradation)
+            except RepsrError as e:
+                raise RepsrError(f"{path}: test set {entry!r}: {e}") from None
     return spec
 
 
@@ -107,6 +116,13 @@ def variant_config(spec: AblationSpec, variant: Variant, base_dir: Path, seed: i
     if seed is not None:
         data["seed"] = seed
     return load_config(data, check_paths=check_paths)
+
+
+def open_test_set(config: Config, entry: str) -> SRDataset:
+    """A spec's test set: ``SET`` (bicubic LR) or ``SET DEGRADATION`` (a named degradation of it)."""
+    name, _, degradation = entry.partition(" ")
+    return open_dataset(config.data_path(name), config.scale, default_cache_dir(),
+                        EvalDegradation(degradation.strip()) if degradation.strip() else None)
 
 
 def spec_seeds(spec: AblationSpec, base_dir: Path) -> list[int]:
@@ -138,7 +154,7 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     channels = model.config["num_in_ch"]
     sets = {}
     for name in spec.test_sets:
-        ds = open_dataset(config.data_path(name), config.scale, default_cache_dir())
+        ds = open_test_set(config, name)
         r = evaluate_dataset(prepare(deploy, trainer.device), ds, progress=False)
         sets[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
     result = {
@@ -296,49 +312,6 @@ def mean_curve(runs: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     return [(it, float(np.mean([p[it] for p in per_seed]))) for it in common]
 
 
-def psnr_plot_svg(series: list[tuple[str, list[tuple[int, float]]]], key: str, switches: list[int] | None = None,
-                  width: int = 760, height: int = 440) -> str:
-    """Validation PSNR over iterations, one line per variant, as a self-contained SVG; dashed lines mark
-    BN switches."""
-    series = [(n, pts) for n, pts in series if pts]
-    if not series:
-        return ""
-    xs = [x for _, pts in series for x, _ in pts]
-    ys = [y for _, pts in series for _, y in pts]
-    x0, x1, y0, y1 = 0, max(xs), min(ys), max(ys)
-    y0, y1 = y0 - 0.05 * (y1 - y0 + 1e-6), y1 + 0.05 * (y1 - y0 + 1e-6)
-    left, right, top, bottom = 60, 230, 20, 40
-    def px(x: float) -> float:
-        return left + (x - x0) / max(x1 - x0, 1) * (width - left - right)
-    def py(y: float) -> float:
-        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-              "#bcbd22", "#17becf", "#000000", "#aec7e8"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-             f'<text x="{(width - right + left) / 2}" y="{height - 8}" text-anchor="middle">iteration</text>',
-             f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
-             f'{key} PSNR (dB)</text>']
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
-        parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>')
-        xv = x0 + (x1 - x0) * i / 4
-        parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xv:.0f}</text>')
-    for it in sorted(set(switches or [])):
-        parts.append(f'<line x1="{px(it):.1f}" y1="{top}" x2="{px(it):.1f}" y2="{height - bottom}" stroke="#888" '
-                     'stroke-dasharray="4,3"/>')
-        parts.append(f'<text x="{px(it) - 3:.1f}" y="{top + 10}" text-anchor="end" fill="#555">BN switch</text>')
-    for k, (name, pts) in enumerate(series):
-        color = colors[k % len(colors)]
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        parts.append(f'<text x="{width - right + 8}" y="{top + 14 * k + 10}" fill="{color}">{name}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
 def _curve_key(config: Config) -> str:
     if not config.data.val.paths:
         return ""
@@ -392,19 +365,30 @@ def write_report(spec: AblationSpec, spec_path: Path, out: Path, runs: list[dict
     return text
 
 
-def run_ablation(spec_path: str | Path, out: str | Path) -> list[dict[str, Any]]:
+def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None = None) -> list[dict[str, Any]]:
     """Every (variant, seed) run, seed by seed so that partial studies compare all variants; the report is
-    rewritten after each run."""
+    rewritten after each run. ``only``: train just these variants (the others' finished runs still count), so
+    that two processes can share a study, one variant each."""
     spec_path, out = Path(spec_path), Path(out)
     spec = read_spec(spec_path)
+    names = [v.name for v in spec.variants]
+    for name in only or []:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            raise RepsrError(f"--only {name}: no such variant{'; did you mean ' + close[0] + '?' if close else ''}")
     seeds = spec_seeds(spec, spec_path.parent)
     configs = [variant_config(spec, v, spec_path.parent, seeds[0]) for v in spec.variants]  # mistakes before work
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for variant, config in zip(spec.variants, configs, strict=True):
+            folder = run_dir(out, variant.name, seed)
+            if only and variant.name not in only:
+                if (folder / "run.json").is_file():
+                    runs.append(json.loads((folder / "run.json").read_text()))
+                continue
             print(f"== variant {variant.name}, seed {seed}: block {config.network.block}, "
                   f"switch {config.switch_iteration()}", flush=True)
-            runs.append(run_variant(spec, variant, seed, run_dir(out, variant.name, seed), spec_path.parent))
+            runs.append(run_variant(spec, variant, seed, folder, spec_path.parent))
             write_report(spec, spec_path, out, runs, configs[0], seeds)
     extra = []
     if spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched:

@@ -73,33 +73,42 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import DEFAULT_MODEL, bundled_models, ordered_sets
+    import numpy as np
+
+    from .zoo import DEFAULT_MODEL, INPUTS, bundled_models, ordered_sets
 
     models = bundled_models()
     if not models:
         print("no bundled models")
         return 0
-    sets = ordered_sets({name for m in models for name in m.results})
+    sets = ordered_sets({name for m in models for name in m.clean_results})
+    degraded = any(m.degraded_results for m in models)
+    columns = sets + (["degraded (mean)"] if degraded else [])
     width = 26
-    lead = f"{'':<16} {'':>5} {'':>6} {'':>4}"
-    print((lead + "".join(f"  {s:<{width}}" for s in sets)).rstrip())
+    lead = f"{'':<22} {'':>5} {'':>6} {'':>4}"
+    print((lead + "".join(f"  {s:<{width}}" for s in columns)).rstrip())
     pair = f"{'PSNR/SSIM':<14}{'bicubic':<12}"
-    print((f"{'model':<16} {'scale':>5} {'size':>6} {'KiB':>4}" + f"  {pair}" * len(sets)).rstrip())
+    print((f"{'model':<22} {'scale':>5} {'size':>6} {'KiB':>4}" + f"  {pair}" * len(columns) + "  for").rstrip())
     for m in models:
-        cells = ""
-        for s in sets:
-            r = m.results.get(s)
+        cells = [m.results.get(s) for s in sets]
+        if degraded:
+            rows = list(m.degraded_results.values())
+            cells.append({key: float(np.mean([r[key] for r in rows])) for key in rows[0]} if rows else None)
+        text = ""
+        for r in cells:
             cell = "-"
             if r:
                 cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}"
                 if "bicubic_psnr" in r:
                     cell += f"  {r['bicubic_psnr']:.2f}/{r['bicubic_ssim']:.4f}"
-            cells += f"  {cell:<{width}}"
-        default = "  (default)" if m.name == DEFAULT_MODEL else ""
+            text += f"  {cell:<{width}}"
+        default = " (default)" if m.name == DEFAULT_MODEL else ""
         kib = m.path.stat().st_size / 1024
-        print(f"{m.name:<16} {'x' + str(m.scale):>5} {m.size:>6} {kib:>4.0f}{cells.rstrip()}{default}")
+        print(f"{m.name:<22} {'x' + str(m.scale):>5} {m.size:>6} {kib:>4.0f}{text}  {INPUTS[m.inputs]}{default}")
     print("PSNR (dB) / SSIM on the Y channel, border crop = scale (repsr eval); bicubic: MATLAB imresize. "
-          "Recipes: MODEL_ZOO.md")
+          + ("degraded: mean over Set14 and B100 with the LR degraded by JPEG q40, noise 10 + JPEG q60, blur 1 + "
+             "JPEG q60 and the real-world pipeline (repsr eval --degradation standard). " if degraded else "")
+          + "Recipes: MODEL_ZOO.md")
     return 0
 
 
@@ -201,10 +210,29 @@ def _export_ncnn(model: CompactSRNet, folder: Path, name: str) -> None:
         print(f"  note: {text}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchOptions, parse_size, report, run_bench, subject_list, to_json
+
+    if args.list:
+        print(subject_list())
+        return 0
+    if not args.models:
+        raise RepsrError("bench: name the networks to time (repsr bench --list shows them)")
+    options = BenchOptions(input=parse_size(args.input) if args.input else None, scale=args.scale, batch=args.batch,
+                           device=args.device, precision=args.precision, threads=args.threads,
+                           series=("torch", "repsr") if args.series == "both" else (args.series,),
+                           rounds=args.rounds, protocol=args.protocol, memory=not args.no_memory)
+    if min(options.scale, options.batch, options.rounds) < 1 or (options.threads is not None and options.threads < 1):
+        raise RepsrError("bench: --scale, --batch, --rounds and --threads must be >= 1")
+    results = run_bench(args.models, options)
+    print(to_json(results, options) if args.json else report(results, options))
+    return 0
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import run_ablation
 
-    run_ablation(args.spec, args.out)
+    run_ablation(args.spec, args.out, args.only)
     return 0
 
 
@@ -345,9 +373,34 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--compact", metavar="OUT", help="OUT.pth or OUT.safetensors in SRVGGNetCompact layout")
     ex.set_defaults(func=_cmd_export)
 
+    be = sub.add_parser("bench", help="time networks on this machine: repsr's, plain ones by size, or peers",
+                        description="Time SR networks the way the field times them: warm-up, candidates in turns, "
+                        "median and spread; ms/image, images/s, MP/s of output, parameters, MACs, peak memory.")
+    be.add_argument("models", nargs="*", metavar="MODEL",
+                    help="bundled model, deploy file, compact:mXcY (random weights) or a peer (imdn, span, ...)")
+    be.add_argument("--list", action="store_true", help="list what can be timed")
+    be.add_argument("--input", metavar="HxW", help="LR input size (default: the 1280x720 output, 180x320 at x4)")
+    be.add_argument("--scale", type=int, default=4)
+    be.add_argument("--batch", type=int, default=1)
+    be.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    be.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16")
+    be.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
+    be.add_argument("--series", choices=("torch", "repsr", "both"), default="torch",
+                    help="torch: eager PyTorch, the common ground; repsr: what repsr upscale runs (its best runtime, "
+                         "uint8 images in and out; Compact networks only); both")
+    be.add_argument("--rounds", type=int, default=7, help="timed rounds, every candidate once per round")
+    be.add_argument("--protocol", choices=("default", "ntire"), default="default",
+                    help="ntire: the NTIRE Efficient SR timing (fp32, batch 1, CUDA events, cuDNN autotuning off)")
+    be.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
+    be.add_argument("--json", action="store_true", help="one JSON object: machine, settings, results")
+    be.set_defaults(func=_cmd_bench)
+
     ab = sub.add_parser("ablate", help="train and compare block/BN variants from an ablation spec")
     ab.add_argument("spec", help="ablation spec YAML (see specs/)")
     ab.add_argument("--out", required=True, help="output folder (resumable: finished variants are kept)")
+    ab.add_argument("--only", nargs="+", metavar="VARIANT",
+                    help="train only these variants (the report still counts the others' finished runs), e.g. "
+                         "one per process to use every core")
     ab.set_defaults(func=_cmd_ablate)
 
     bs = sub.add_parser("bn-study", help="BN artifacts: population vs per-image batch statistics vs the switch")
@@ -369,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-root", metavar="DIR",
                     help=f"where set names are looked up (default: {DEFAULT_DATA_ROOT}, as in the training presets)")
     ev.add_argument("--scale", type=int, help="upscaling factor (default: the model's; required for bicubic)")
+    ev.add_argument("--degradation", nargs="+", metavar="NAME",
+                    help="score on LR images made by MATLAB bicubic and then degraded, one row per name: jpeg40, "
+                         "noise10+jpeg60, blur1+jpeg60 (steps jpegQ, noiseSIGMA, blurSIGMA joined by '+'), real (the "
+                         "second-order training pipeline), standard (those four), clean (bicubic only; the "
+                         "default). Cached like the bicubic LR")
+    ev.add_argument("--degradation-seed", type=int, default=0, metavar="N",
+                    help="seed of the random degradations (noise, real), per image name (default: 0)")
     ev.add_argument("--json", action="store_true", help="print one JSON object per dataset to stdout")
     ev.add_argument("--save-images", metavar="OUT", help="write the SR images to OUT/<dataset>/")
     ev.add_argument("--round-y", action="store_true",

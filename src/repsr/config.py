@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from .archs.registry import BLOCKS
+from .degradation import DegradationConfig, EvalDegradation
 from .errors import RepsrError
 
 
@@ -42,6 +43,9 @@ class TrainDataConfig:
     num_workers: int = 2
     on_device: bool = False  # keep the decoded set on the training device and crop there (GPU input pipeline)
     cache_dir: str | None = None  # LR cache for HR-only folders; None: ~/.cache/repsr/lr
+    # the real-world model: LR made from each HR patch by the second-order degradation ({} for the published
+    # settings; see repsr.degradation.second_order); null: the LR images of the training sets (bicubic)
+    degradation: DegradationConfig | None = None
 
 
 @dataclass
@@ -49,6 +53,10 @@ class ValDataConfig:
     paths: list[str] = field(default_factory=list)
     every: int = 1000  # iterations between validations (0: only at the end)
     save_images: int = 2  # SR images of the first N validation images logged to TensorBoard
+    # each validation set is also scored on these named degradations of its LR (repsr.degradation.named),
+    # e.g. [jpeg40, real]; "clean" is the bicubic LR, which is always scored
+    degradations: list[str] = field(default_factory=list)
+    degradation_seed: int = 0
 
 
 @dataclass
@@ -87,6 +95,9 @@ class BNConfig:
 @dataclass
 class TrainConfig:
     total_iter: int = 10000
+    # wall-clock limit of this process's training loop in seconds (0: none): past it, or on SIGTERM, the run stops
+    # at the end of an iteration and still finishes (checkpoint, merge, evaluation, results.json): for time boxes
+    max_seconds: float = 0.0
     loss: Literal["l1", "l2"] = "l1"
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -170,6 +181,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin in (typing.Union, types.UnionType):
+        sections = [o for o in typing.get_args(tp) if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(sections) == 1:  # a section: its own messages (did-you-mean) count
+            return from_dict(sections[0], value, key)
         for option in typing.get_args(tp):  # first option that accepts the value
             try:
                 return _convert(value, option, key)
@@ -249,7 +263,7 @@ def read_config_dict(source: str) -> dict[str, Any]:
 
 def load_config(source: str | dict, overrides: list[str] | None = None, check_paths: bool = True) -> Config:
     """Read, override, type-check and validate a config."""
-    data = dict(source) if isinstance(source, dict) else read_config_dict(source)
+    data = copy.deepcopy(source) if isinstance(source, dict) else read_config_dict(source)
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -274,6 +288,7 @@ def validate(config: Config, check_paths: bool = True) -> None:
     require(config.network.block in BLOCKS, "network.block", f"unknown block {config.network.block!r}; "
             f"known: {', '.join(sorted(BLOCKS))}")
     require(t.total_iter >= 1, "train.total_iter", "must be >= 1")
+    require(t.max_seconds >= 0, "train.max_seconds", "must be >= 0 (0: no limit)")
     require(t.optimizer.lr > 0, "train.optimizer.lr", "must be > 0")
     require(len(t.optimizer.betas) == 2 and all(0 <= b < 1 for b in t.optimizer.betas), "train.optimizer.betas",
             "must be two numbers in [0, 1)")
@@ -295,6 +310,13 @@ def validate(config: Config, check_paths: bool = True) -> None:
     require(d.num_workers >= 0, "data.train.num_workers", "must be >= 0")
     require(bool(d.paths), "data.train.paths", "needs at least one folder")
     require(config.data.val.every >= 0, "data.val.every", "must be >= 0")
+    if d.degradation is not None:
+        d.degradation.check("data.train.degradation")
+    for i, name in enumerate(config.data.val.degradations):
+        try:
+            EvalDegradation(name)
+        except RepsrError as e:
+            raise RepsrError(f"config key data.val.degradations[{i}]: {e}") from None
     require(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
     require(config.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
     require(config.logger.print_every >= 1, "logger.print_every", "must be >= 1")

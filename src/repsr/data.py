@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .degradation import EvalDegradation
 from .errors import RepsrError
-from .images import IMAGE_EXTENSIONS, read_image, to_tensor, write_image
+from .images import IMAGE_EXTENSIONS, read_image, to_rgb, to_tensor, write_image
 from .metrics import rgb2ycbcr
 from .resize import imresize
 
@@ -64,6 +66,8 @@ class SRPair:
 class SRDataset:
     """A list of LR/HR pairs, loaded on first access and kept in memory."""
 
+    degradation: EvalDegradation | None = None  # the named degradation its LR images went through, if any
+
     def __init__(self, name: str, hr_files: list[Path], scale: int) -> None:
         if scale < 1:
             raise RepsrError(f"scale must be >= 1, got {scale}")
@@ -71,6 +75,11 @@ class SRDataset:
         self.hr_files = hr_files
         self.scale = scale
         self._pairs: dict[int, SRPair] = {}
+
+    @property
+    def label(self) -> str:
+        """The set's name, with its degradation's (``B100 jpeg40``): what results and logs are keyed by."""
+        return f"{self.name} {self.degradation.name}" if self.degradation else self.name
 
     def __len__(self) -> int:
         return len(self.hr_files)
@@ -85,39 +94,52 @@ class SRDataset:
 
 
 class HRFolder(SRDataset):
-    """HR images only; LR made by MATLAB bicubic downscaling, cached on disk (``cache_dir=None``: memory only)."""
+    """HR images only; LR made by MATLAB bicubic downscaling, cached on disk (``cache_dir=None``: memory only).
+
+    With a ``degradation`` (:class:`~repsr.degradation.EvalDegradation`) the LR is the bicubic LR degraded
+    by it, cached the same way under a name that holds the degradation and its seed."""
 
     def __init__(self, folder: str | os.PathLike, scale: int, cache_dir: str | os.PathLike | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, degradation: EvalDegradation | None = None) -> None:
         folder = Path(folder)
         super().__init__(name or folder.name, list_images(folder), scale)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.degradation = degradation
+
+    def _cached(self, digest: str, tag: str, shape: tuple[int, int], make: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached LR image ``tag`` of an HR file, made and stored if missing, damaged or of the wrong size."""
+        cached = self.cache_dir / f"{digest}_x{self.scale}_{tag}.png" if self.cache_dir is not None else None
+        if cached is not None and cached.is_file():
+            try:
+                lr = read_image(cached)
+                if lr.shape[:2] == shape:
+                    return lr
+            except RepsrError:
+                pass  # a damaged cache entry is simply rebuilt
+        lr = make()
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                write_image(cached, lr)
+            except (OSError, RepsrError):
+                pass  # a read-only cache only costs time
+        return lr
 
     def _load(self, index: int) -> SRPair:
         path = self.hr_files[index]
         hr = modcrop(read_image(path), self.scale)
         if hr.shape[0] < self.scale or hr.shape[1] < self.scale:
             raise RepsrError(f"{path}: image is smaller than the scale {self.scale}")
-        lr = None
-        cached = None
-        if self.cache_dir is not None:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-            cached = self.cache_dir / f"{digest}_x{self.scale}_{LR_CACHE_VERSION}.png"
-            if cached.is_file():
-                try:
-                    lr = read_image(cached)
-                except RepsrError:
-                    lr = None  # a damaged cache entry is simply rebuilt
-                if lr is not None and lr.shape[:2] != (hr.shape[0] // self.scale, hr.shape[1] // self.scale):
-                    lr = None
-        if lr is None:
-            lr = bicubic_downscale(hr, self.scale)
-            if cached is not None:
-                try:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    write_image(cached, lr)
-                except (OSError, RepsrError):
-                    pass  # a read-only cache only costs time
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32] if self.cache_dir is not None else ""
+        shape = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
+        lr = self._cached(digest, LR_CACHE_VERSION, shape, lambda: bicubic_downscale(hr, self.scale))
+        if self.degradation is not None:
+            if hr.dtype != np.uint8:
+                raise RepsrError(f"{path}: degraded evaluation needs 8-bit images")
+            rgb_hr, rgb_lr = (to_rgb(hr), to_rgb(lr)) if hr.ndim == 3 else (hr, lr)
+            degradation = self.degradation
+            lr = self._cached(digest, f"{LR_CACHE_VERSION}_{degradation.cache_tag}", shape,
+                              lambda: degradation.apply(rgb_hr, self.scale, path.stem, rgb_lr))
         return SRPair(path.stem, lr, hr)
 
 
@@ -149,12 +171,17 @@ class PairedFolder(SRDataset):
         return SRPair(hr_path.stem, lr, hr[: lr.shape[0] * s, : lr.shape[1] * s])
 
 
-def open_dataset(path: str | os.PathLike, scale: int, cache_dir: str | os.PathLike | None = None) -> SRDataset:
+def open_dataset(path: str | os.PathLike, scale: int, cache_dir: str | os.PathLike | None = None,
+                 degradation: EvalDegradation | None = None) -> SRDataset:
     """A test or training set by folder: ``DIR/HR`` + ``DIR/LR_bicubic/X{s}`` (BasicSR benchmark layout),
-    ``X_HR`` + ``X_LR_bicubic/X{s}`` (DIV2K), or a folder of HR images."""
+    ``X_HR`` + ``X_LR_bicubic/X{s}`` (DIV2K), or a folder of HR images. With a ``degradation``, the LR
+    images are made from the HR ones (MATLAB bicubic, then the degradation), whatever LR folder exists."""
     path = Path(path)
     if not path.is_dir():
         raise RepsrError(f"{path}: no such folder")
+    if degradation is not None:
+        hr = path / "HR" if (path / "HR").is_dir() else path
+        return HRFolder(hr, scale, cache_dir, name=path.name, degradation=degradation)
     if (path / "HR").is_dir():
         lr = path / "LR_bicubic" / f"X{scale}"
         if lr.is_dir():
@@ -245,7 +272,9 @@ class TrainPatches(torch.utils.data.Dataset):
         lr = to_tensor(pair.lr[p.top : p.top + n, p.left : p.left + n])
         hr = to_tensor(pair.hr[p.top * s : (p.top + n) * s, p.left * s : (p.left + n) * s])
         lr, hr = (augment(t, p.hflip, p.vflip, p.transpose) for t in (lr, hr))
-        return {"lr": color_convert(lr, self.color), "hr": color_convert(hr, self.color)}
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return {"lr": color_convert(lr, self.color), "hr": color_convert(hr, self.color),
+                "key": torch.tensor([epoch, index])}
 
 
 def augment(t: Tensor, hflip: bool, vflip: bool, transpose: bool) -> Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import SRDataset, default_cache_dir, open_dataset
+from .degradation import parse_degradations
 from .errors import RepsrError
 from .images import to_rgb, write_image
 from .inference import pick_device, prepare, upscale
@@ -73,7 +74,7 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path 
     """PSNR/SSIM (Y channel, crop = scale) of ``model`` on every image of ``dataset``."""
     scale = dataset.scale
     per_image = []
-    for i in tqdm(range(len(dataset)), desc=dataset.name, disable=not progress, file=sys.stderr, leave=False):
+    for i in tqdm(range(len(dataset)), desc=dataset.label, disable=not progress, file=sys.stderr, leave=False):
         pair = dataset[i]
         if pair.lr.dtype != np.uint8:
             raise RepsrError(f"{dataset.hr_files[i]}: evaluation needs 8-bit images")
@@ -90,6 +91,8 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path 
             raise RepsrError(f"{dataset.hr_files[i]}: {e}") from None
     return {
         "dataset": dataset.name,
+        "degradation": dataset.degradation.name if dataset.degradation else None,
+        "degradation_seed": dataset.degradation.seed if dataset.degradation else None,
         "scale": scale,
         "psnr": float(np.mean([r["psnr"] for r in per_image])),
         "ssim": float(np.mean([r["ssim"] for r in per_image])),
@@ -116,14 +119,15 @@ def run_eval_cli(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     cache = None if args.cache_dir == "none" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     folders = [resolve_dataset(d, args.data_root) for d in args.data]  # every set checked before any work
+    degradations = parse_degradations(args.degradation, args.degradation_seed)
     model, scale = load_eval_model(args.model, args.scale, device)
-    datasets = [open_dataset(f, scale, cache) for f in folders]
+    datasets = [open_dataset(f, scale, cache, degradation) for f in folders for degradation in degradations]
     if not args.json:
-        print(f"{'dataset':<16} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>8}")
+        print(f"{'dataset':<16} {'LR':<28} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>8}")
     for ds in datasets:
         save_dir = None
         if args.save_images:
-            save_dir = Path(args.save_images) / ds.name
+            save_dir = Path(args.save_images) / ds.label.replace(" ", "_")
             try:
                 save_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -132,6 +136,7 @@ def run_eval_cli(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result), flush=True)
         else:
-            print(f"{ds.name:<16} {'x' + str(scale):>5} {result['images']:>6} "
+            lr = ds.degradation.label if ds.degradation else "bicubic"
+            print(f"{ds.name:<16} {lr:<28} {'x' + str(scale):>5} {result['images']:>6} "
                   f"{result['psnr']:>8.2f} {result['ssim']:>8.4f}", flush=True)
     return 0

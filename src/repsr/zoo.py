@@ -19,6 +19,8 @@ from safetensors import safe_open
 DEFAULT_MODEL = "repsr-x4-m4c16"
 # the order in which the field's papers list the standard test sets; others follow by name
 SET_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
+# what each kind of bundled model is trained for (metadata "inputs"), as `repsr models` and the README say it
+INPUTS = {"clean": "clean bicubic downscales: benchmarks", "real": "real photos and video: JPEG, noise, blur"}
 
 
 @dataclass
@@ -27,8 +29,21 @@ class BundledModel:
     path: Path
     scale: int
     size: str
-    results: dict  # dataset -> {"psnr", "ssim", ...}
+    results: dict  # test set (or "SET DEGRADATION" label) -> {"psnr", "ssim", "bicubic_psnr", ...}
     metadata: dict
+
+    @property
+    def inputs(self) -> str:
+        """``clean`` (trained on bicubic downscales) or ``real`` (on the real-world degradation model)."""
+        return self.metadata.get("inputs", "clean")
+
+    @property
+    def clean_results(self) -> dict:
+        return {k: v for k, v in self.results.items() if " " not in k}
+
+    @property
+    def degraded_results(self) -> dict:
+        return {k: v for k, v in self.results.items() if " " in k}
 
 
 def models_dir() -> Path:

@@ -1,7 +1,8 @@
 """The training data stream: a pure function of (seed, iteration), so a resumed run needs no data state.
 
 :class:`BatchKeys` says which patches each rank reads at each iteration; :class:`DevicePatches` cuts
-them on the device; :func:`batches` turns keys into batches (on the device, or through a DataLoader).
+them on the device; :func:`batches` turns keys into batches (on the device, or through a DataLoader);
+:class:`DegradedBatches` replaces their LR by the real-world degradation of their HR, on the device.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from torch import Tensor
 
 from ..config import Config
 from ..data import TrainPatches, augment, color_convert
+from ..degradation import DegradationConfig, SecondOrderDegradation
 from ..errors import RepsrError
 from ..images import PEAKS
+from ..metrics import rgb2ycbcr
 
 
 class BatchKeys:
@@ -80,32 +83,57 @@ class DevicePatches:
             hrs.append(augment(hr_patch, p.hflip, p.vflip, p.transpose))
         color = self.patches.color
         return {"lr": torch.stack([color_convert(t, color) for t in lrs]),
-                "hr": torch.stack([color_convert(t, color) for t in hrs])}
+                "hr": torch.stack([color_convert(t, color) for t in hrs]), "key": torch.tensor(keys)}
+
+
+class DegradedBatches:
+    """Batches of the real-world model (``data.train.degradation``): each LR made from its RGB HR patch by
+    the second-order degradation, keyed by the patch's (epoch, index), then both in the training colour.
+    The patches must come in RGB (``TrainPatches(color="rgb")``); the degradation runs on their device."""
+
+    def __init__(self, config: DegradationConfig, scale: int, seed: int, color: str) -> None:
+        self.degradation = SecondOrderDegradation(config, scale, seed)
+        self.color = color
+
+    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        keys = [tuple(k) for k in batch["key"].tolist()]
+        lr, hr = self.degradation(batch["hr"], keys)
+        if self.color == "y":
+            lr, hr = rgb2ycbcr(lr, y_only=True), rgb2ycbcr(hr, y_only=True)
+        return {"lr": lr, "hr": hr, "key": batch["key"]}
+
+
+def _read(patches: TrainPatches, batch_keys: list[tuple[int, int]], on_device: DevicePatches | None,
+          device: torch.device) -> dict[str, Tensor]:
+    if on_device is not None:
+        return on_device.batch(batch_keys)
+    items = [patches[k] for k in batch_keys]
+    return {name: torch.stack([item[name] for item in items]).to(device) for name in items[0]}
 
 
 def batches(patches: TrainPatches, keys: BatchKeys, config: Config, device: torch.device,
-            on_device: DevicePatches | None) -> Iterator[dict[str, Tensor]]:
-    """The batches of ``keys``, on ``device``: cut there by ``on_device``, else read by a DataLoader."""
+            on_device: DevicePatches | None, degraded: DegradedBatches | None = None) -> Iterator[dict[str, Tensor]]:
+    """The batches of ``keys``, on ``device``: cut there by ``on_device``, else read by a DataLoader;
+    with ``degraded``, their LR is the real-world degradation of their HR."""
+    finish = degraded or (lambda batch: batch)
     if on_device is not None:
         for batch_keys in keys:
-            yield on_device.batch(batch_keys)
+            yield finish(on_device.batch(batch_keys))
         return
     workers = config.data.train.num_workers
     loader = torch.utils.data.DataLoader(patches, batch_sampler=keys, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers > 0 else None)
     for batch in loader:
-        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        yield finish({k: v.to(device, non_blocking=True) for k, v in batch.items()})
 
 
 def stats_batches(patches: TrainPatches, on_device: DevicePatches | None, batch_size: int, seed: int,
-                  device: torch.device, count: int, rank: int = 0, world: int = 1) -> Iterator[Tensor]:
+                  device: torch.device, count: int, rank: int = 0, world: int = 1,
+                  degraded: DegradedBatches | None = None) -> Iterator[Tensor]:
     """``count`` LR training batches of a fixed stream apart from the training one (this rank's share):
     what population statistics are measured on, the same at every call."""
     keys_iter = iter(BatchKeys(len(patches), batch_size, seed + 7919, rank=rank, world=world))
     for _ in range(count):
-        batch_keys = next(keys_iter)
-        if on_device is not None:
-            yield on_device.batch(batch_keys)["lr"]
-        else:
-            yield torch.stack([patches[k]["lr"] for k in batch_keys]).to(device)
+        batch = _read(patches, next(keys_iter), on_device, device)
+        yield (degraded(batch) if degraded else batch)["lr"]

@@ -6,11 +6,15 @@ frozen affine values, RNG state, iteration); the data stream is a function of (s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,38 @@ class Distributed:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (every rank must ask at the same point), so that all stop together."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+
+@dataclass
+class StopRequest:
+    requested: bool = False  # set by SIGTERM while the loop runs
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[StopRequest]:
+    """While the training loop runs, SIGTERM asks it to stop after the current iteration and finish (write its
+    checkpoint, deploy file and results) instead of dying with them unwritten. The main thread only."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame) -> None:
+        request.requested = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class RunLog:

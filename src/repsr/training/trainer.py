@@ -24,11 +24,12 @@ from ..bn import get_bn_phase, set_bn_sync
 from ..checkpoint import model_from_checkpoint, save_checkpoint
 from ..config import Config
 from ..data import TrainPatches, default_cache_dir, open_dataset
+from ..degradation import EvalDegradation
 from ..ema import ModelEMA
 from ..errors import RepsrError
 from . import run_state, validation
 from .bn_schedule import BNSchedule
-from .data_stream import BatchKeys, DevicePatches, batches, stats_batches
+from .data_stream import BatchKeys, DegradedBatches, DevicePatches, batches, stats_batches
 from .step import TrainStep
 
 
@@ -58,6 +59,7 @@ class Trainer:
         self.bn = BNSchedule(self.model, self.ema, self._stats_batches, b.recompute_batches, b.train_affine,
                              config.switch_iteration(), self.log)
         self.iteration = 0
+        self.stopped_early = False  # by train.max_seconds or SIGTERM
         self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -67,8 +69,15 @@ class Trainer:
         d = config.data.train
         cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
         train_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in d.paths]
-        self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in config.data.val.paths]
-        self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment, config.data.color, config.seed)
+        v = config.data.val
+        self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir, degradation)
+                         for degradation in [None, *(EvalDegradation(n, v.degradation_seed) for n in v.degradations)]
+                         for p in v.paths]
+        # the real-world model degrades RGB patches and converts colour after (DegradedBatches)
+        self.degraded = (DegradedBatches(d.degradation, config.scale, config.seed, config.data.color)
+                         if d.degradation is not None else None)
+        self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment,
+                                    "rgb" if self.degraded else config.data.color, config.seed)
         self.on_device = DevicePatches(self.patches, self.device) if d.on_device else None
         self.net = self.model
         if self.dist.world > 1:
@@ -139,7 +148,7 @@ class Trainer:
     def _stats_batches(self, count: int) -> Iterator[Tensor]:
         """``count`` training batches of a fixed, separate stream (this rank's share), LR only."""
         return stats_batches(self.patches, self.on_device, self.config.data.train.batch_size, self.config.seed,
-                             self.device, count, self.dist.rank, self.dist.world)
+                             self.device, count, self.dist.rank, self.dist.world, self.degraded)
 
     def switch_bn(self) -> None:
         self.bn.switch(self.iteration)
@@ -159,11 +168,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
+        """Train to ``train.total_iter`` (or until ``train.max_seconds`` or SIGTERM), then :meth:`finish`."""
+        with run_state.stop_on_sigterm() as stop:
+            return self._run(stop)
+
+    def _stop_now(self, started: float, stop: run_state.StopRequest) -> bool:
+        """Whether to stop after this iteration; with several ranks they agree every 10 iterations."""
+        if self.dist.world > 1 and self.iteration % 10:
+            return False
+        limit = self.config.train.max_seconds
+        if not self.dist.any(stop.requested or (limit > 0 and time.perf_counter() - started >= limit)):
+            return False
+        reason = "SIGTERM" if stop.requested else f"train.max_seconds ({limit:g} s)"
+        self.log(f"stopping at iteration {self.iteration} of {self.config.train.total_iter}: {reason}; finishing")
+        self.stopped_early = True
+        return True
+
+    def _run(self, stop: run_state.StopRequest) -> dict[str, Any]:
         c = self.config
         total = c.train.total_iter
         keys = BatchKeys(len(self.patches), c.data.train.batch_size, c.seed, self.iteration,
                          self.dist.rank, self.dist.world)
-        stream = batches(self.patches, keys, c, self.device, self.on_device)
+        stream = batches(self.patches, keys, c, self.device, self.on_device, self.degraded)
         show = c.logger.progress if c.logger.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.iteration, disable=not (show and self.dist.main), dynamic_ncols=True,
                    desc=c.name, file=sys.stderr)
@@ -173,6 +199,7 @@ class Trainer:
                      f"'{c.network.block}' blocks, {total} iterations, BN switch at {self.bn.switch_at}, "
                      f"{self.patches.num_images} images, device {self.device}, world size {self.dist.world}")
         window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
+        started = time.perf_counter()
         while self.iteration < total:
             if self.bn.due(self.iteration):
                 self.switch_bn()
@@ -198,9 +225,15 @@ class Trainer:
                 if self.dist.main:
                     self.validate()
                 self.dist.barrier()
-            if self.iteration % c.checkpoint.every == 0 or self.iteration == total:
+            saved = self.iteration % c.checkpoint.every == 0 or self.iteration == total
+            if saved:
                 self.save()
                 self.dist.barrier()
+            if self.iteration < total and self._stop_now(started, stop):
+                if not saved:
+                    self.save()
+                    self.dist.barrier()
+                break
         bar.close()
         return self.finish()
 
@@ -220,7 +253,8 @@ class Trainer:
             if self.val_sets:
                 self.validate()
             which = "ema" if self.ema else "raw"
-            header = {"name": self.config.name, "scale": self.config.scale, "iterations": self.iteration}
+            header = {"name": self.config.name, "scale": self.config.scale, "iterations": self.iteration,
+                      "total_iter": self.config.train.total_iter, "stopped_early": self.stopped_early}
             results = validation.export_and_score(self.eval_model(which), which, self.out, self.val_sets, self.device,
                                                   self.run_log, header)
         if self.run_log.writer is not None:

@@ -45,10 +45,10 @@ def validate(models: dict[str, nn.Module], val_sets: list[SRDataset], log: RunLo
         with eval_mode(model):
             for ds in val_sets:
                 r = evaluate_dataset(model, ds, progress=False)
-                entry[f"{which}/{ds.name}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
-                log.scalar(f"val_{which}/{ds.name}/psnr", r["psnr"], iteration)
-                log.scalar(f"val_{which}/{ds.name}/ssim", r["ssim"], iteration)
-                best[f"{which}/{ds.name}"] = max(best.get(f"{which}/{ds.name}", -1.0), r["psnr"])
+                entry[f"{which}/{ds.label}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
+                log.scalar(f"val_{which}/{ds.label}/psnr", r["psnr"], iteration)
+                log.scalar(f"val_{which}/{ds.label}/ssim", r["ssim"], iteration)
+                best[f"{which}/{ds.label}"] = max(best.get(f"{which}/{ds.label}", -1.0), r["psnr"])
     if log.writer is not None and val_sets:
         ds = val_sets[0]
         with eval_mode(models["ema" if "ema" in models else "raw"]) as model:
@@ -71,9 +71,11 @@ def export_and_score(model: nn.Module, which: str, out: Path, val_sets: list[SRD
     for ds in val_sets:
         ours = evaluate_dataset(deploy, ds, progress=False)
         bicubic = evaluate_dataset("bicubic", ds, progress=False)
-        results["datasets"][ds.name] = {"psnr": ours["psnr"], "ssim": ours["ssim"], "images": ours["images"],
-                                        "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"]}
-        log.log(f"deploy model on {ds.name}: {ours['psnr']:.2f} dB / {ours['ssim']:.4f} "
+        results["datasets"][ds.label] = {"psnr": ours["psnr"], "ssim": ours["ssim"], "images": ours["images"],
+                                         "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"],
+                                         **({"degradation": ds.degradation.name, "degradation_seed":
+                                             ds.degradation.seed} if ds.degradation else {})}
+        log.log(f"deploy model on {ds.label}: {ours['psnr']:.2f} dB / {ours['ssim']:.4f} "
                 f"(bicubic {bicubic['psnr']:.2f} / {bicubic['ssim']:.4f})")
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Import spandrel where torchvision cannot be imported.
+"""Import spandrel where torchvision cannot be imported (the tests' spandrel check; SPAN, SAFMN and SwinIR for
+``repsr bench``).
 
 spandrel (the loader behind chaiNNer and ComfyUI) imports three torchvision names when it is
 imported: ``InterpolationMode`` and ``rotate`` (for LaMa) and ``normalize`` (for RestoreFormer).

@@ -1,0 +1,49 @@
+"""repsr bench: every listed network runs on the CPU at a tiny size, the JSON schema, the series and the errors."""
+
+import json
+
+import pytest
+
+from repsr.bench import STANDARD_SIZES, BenchOptions, build_subject, parse_size, run_bench
+from repsr.cli import main
+from repsr.errors import RepsrError
+from repsr.peers import PEERS
+from repsr.zoo import bundled_names
+
+RESULT_KEYS = {"name", "title", "series", "scale", "input", "batch", "precision", "device", "params", "macs",
+               "ms_per_image", "ms_fastest", "ms_slowest", "images_per_s", "megapixels_per_s", "peak_memory_mb",
+               "runs"}
+
+
+def test_every_listed_network_runs_on_the_cpu_at_a_tiny_size(capsys):
+    assert main(["bench", "--list"]) == 0
+    listing = capsys.readouterr().out
+    names = [n for n in [*bundled_names(), *(f"compact:{s}" for s in STANDARD_SIZES), *PEERS] if n in listing]
+    assert len(names) == len(bundled_names()) + len(STANDARD_SIZES) + len(PEERS)
+    x4 = [n for n in names if "x2" not in n]
+    assert main(["bench", *x4, "--input", "16x24", "--rounds", "1", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"cpu", "cores", "torch", "torch_threads", "date"} <= set(report["machine"])
+    assert report["settings"]["input"] == [16, 24] and report["settings"]["rounds"] == 1
+    assert [r["name"] for r in report["results"]] == x4
+    for r in report["results"]:
+        assert set(r) == RESULT_KEYS and r["series"] == "torch" and r["input"] == [16, 24] and r["scale"] == 4
+        assert r["params"] > 0 and r["macs"] > 0 and r["ms_per_image"] > 0 and len(r["runs"]) == 1
+        assert r["megapixels_per_s"] == pytest.approx(r["images_per_s"] * 16 * 24 * 16 / 1e6)
+
+
+def test_series_protocol_and_sizes(capsys):
+    results = run_bench(["repsr-x2-m4c16", "imdn"], BenchOptions(input=(12, 20), scale=2, rounds=2,
+                                                                  series=("torch", "repsr")))
+    assert [(r.name, r.series) for r in results] == [("repsr-x2-m4c16", "torch"), ("repsr-x2-m4c16", "repsr"),
+                                                     ("imdn", "torch")]  # the repsr series runs Compact nets only
+    default = run_bench(["compact:m2c4"], BenchOptions(rounds=1, memory=False))[0]
+    assert default.input == [180, 320] and default.peak_memory_mb is None  # the 1280x720 output
+    assert main(["bench", "compact:m4c16", "--protocol", "ntire", "--device", "cpu"]) == 1
+    assert "GPU" in capsys.readouterr().err
+    assert main(["bench", "repsr-x2-m4c16", "--input", "8x8"]) == 1
+    assert "use --scale 2" in capsys.readouterr().err
+    with pytest.raises(RepsrError, match="did you mean"):
+        build_subject("repsr-x4-m4c61", 4)
+    with pytest.raises(RepsrError, match="HxW"):
+        parse_size("180 by 320")
