@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from repsr import __version__
-from repsr.ablation import psnr_plot_svg
 from repsr.archs.registry import build_block
 from repsr.bn import has_batchnorm
 from repsr.checkpoint import read_checkpoint
@@ -42,6 +41,7 @@ from repsr.export import save_deploy
 from repsr.fileio import atomic_write
 from repsr.inference import prepare
 from repsr.loading import load_deploy
+from repsr.plots import psnr_plot_svg
 from repsr.training import train
 from repsr.zoo import INPUTS
 

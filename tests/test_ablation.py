@@ -10,8 +10,8 @@ import yaml
 from conftest import DATA
 
 from repsr.ablation import (
+    RunRecord,
     last_quarter_gain,
-    psnr_plot_svg,
     read_spec,
     run_ablation,
     run_dir,
@@ -23,6 +23,9 @@ from repsr.cli import main
 from repsr.config import set_dotted
 from repsr.errors import RepsrError
 from repsr.loading import load_model
+from repsr.plots import psnr_plot_svg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny_spec(tmp_path, **extra):
@@ -82,7 +85,7 @@ def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
         {"name": "plain", "opt": {"network.block": "plain"}}])
     out = tmp_path / "study"
     runs = run_ablation(spec_path, out)
-    assert [(r["name"], r["seed"]) for r in runs] == [("repsr", 3), ("plain", 3), ("repsr", 5), ("plain", 5)]
+    assert [(r.name, r.seed) for r in runs] == [("repsr", 3), ("plain", 3), ("repsr", 5), ("plain", 5)]
     # the seed reaches initialization and data: the two seeds' deploy models differ
     a = load_model(str(out / "variants" / "plain" / "seed_3" / "model_deploy.safetensors"))
     b = load_model(str(out / "variants" / "plain" / "seed_5" / "model_deploy.safetensors"))
@@ -90,7 +93,7 @@ def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
     assert yaml.safe_load((out / "variants" / "plain" / "seed_5" / "config.yml").read_text())["seed"] == 5
     report = json.loads((out / "ablation.json").read_text())
     by_name = {r["name"]: r for r in report["summary"]}
-    psnrs = {(r["name"], r["seed"]): r["test"]["Set5"]["psnr"] for r in runs}
+    psnrs = {(r.name, r.seed): r.test["Set5"]["psnr"] for r in runs}
     cell = by_name["repsr"]["test"]["Set5"]
     assert cell["psnr"] == pytest.approx(np.mean([psnrs["repsr", 3], psnrs["repsr", 5]]))
     assert cell["psnr_std"] == pytest.approx(np.std([psnrs["repsr", 3], psnrs["repsr", 5]], ddof=1))
@@ -109,7 +112,7 @@ def test_seeds_give_mean_std_and_paired_differences(tmp_path, capsys):
     capsys.readouterr()
     again = run_ablation(spec_path, out)
     assert "resumed from" in (run / "train.log").read_text()
-    assert [r["test"] for r in again] == [r["test"] for r in runs]  # bit-exact resume, same numbers
+    assert [r.test for r in again] == [r.test for r in runs]  # bit-exact resume, same numbers
 
 
 def test_verdict_needs_agreement_and_a_margin_over_the_spread():
@@ -143,12 +146,12 @@ def test_spec_errors_name_the_problem(tmp_path):
 
 def test_shipped_specs_parse():
     for name in ("ablation_cpu", "ablation_gpu"):
-        spec = read_spec(f"specs/{name}.yml")
+        spec = read_spec(ROOT / "specs" / f"{name}.yml")
         assert {"plain", "repsr", "repsr_noswitch", "repvgg", "acb", "dbb", "ecb"} <= {v.name for v in spec.variants}
-    study = read_spec("specs/study_x4_m4c16.yml")
+    study = read_spec(ROOT / "specs/study_x4_m4c16.yml")
     assert study.seeds == [0, 1, 2] and study.reference == "plain"
     assert [v.name for v in study.variants] == ["plain", "ecb", "repsr", "repsr_noswitch", "repsr_nobn", "repvgg"]
-    recipe = read_spec("specs/study_x4_m4c16_recipe.yml")
+    recipe = read_spec(ROOT / "specs/study_x4_m4c16_recipe.yml")
     assert recipe.opt == study.opt and recipe.base == study.base  # its lr 2e-3 runs are the study's seed-0 runs
 
 
@@ -159,11 +162,11 @@ def _differences(saved, now, path=""):
     return [] if saved == now else [(path, saved, now)]
 
 
-@pytest.mark.parametrize("spec_path", sorted(Path("specs").glob("study_*.yml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec_path", sorted((ROOT / "specs").glob("study_*.yml")), ids=lambda p: p.stem)
 def test_committed_study_runs_are_what_their_spec_trains_today(spec_path):
     """A study in git continues from a fresh clone only if its spec still produces its runs' configs, whatever
     the shared preset has become since (specs/study_X.yml writes docs/studies/X)."""
-    spec, out = read_spec(spec_path), Path("docs/studies") / spec_path.stem.removeprefix("study_")
+    spec, out = read_spec(spec_path), ROOT / "docs" / "studies" / spec_path.stem.removeprefix("study_")
     checked = 0
     for variant in spec.variants:
         for seed in spec.seeds or [0]:
@@ -189,6 +192,7 @@ def test_spec_labels_win_over_labels_recorded_in_runs():
            "iterations": 8, "train_params": 1, "deploy_params": 1, "train_flops_per_px": 1.0,
            "deploy_flops_per_px": 1.0, "train_it_per_s": 1.0, "test": {"Set5": {"psnr": 30.0, "ssim": 0.8}},
            "history": []}
+    run = RunRecord.from_dict(run)
     assert summarize([run], ["plain"], "plain", ["Set5"])[0]["label"] == "from another spec"
     assert summarize([run], ["plain"], "plain", ["Set5"], labels={"plain": "plain, lr 2e-3"})[0]["label"] == \
         "plain, lr 2e-3"
@@ -201,7 +205,7 @@ def test_plot_without_history_is_empty():
 
 def test_bn_study_scores_gray_test_images_in_gray_as_eval_does():
     """Set14 has a gray image: scoring its replicated-RGB output on Y would compress its range (+1.3 dB)."""
-    from repsr.ablation import _as_scored
+    from repsr.ablation.bn_study import _as_scored
     from repsr.images import to_rgb
     gray = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
     assert np.array_equal(_as_scored(to_rgb(gray), gray), gray)

@@ -59,3 +59,145 @@ def test_version_has_one_home():
     assert repsr.__version__ == __version__
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert 'version = { attr = "repsr._version.__version__" }' in pyproject
+
+
+# ----------------------------------------------------------------------------- the switch inside a training run
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """6 training and 2 validation images (as tests/test_train.py makes them)."""
+    import numpy as np
+
+    from repsr.images import write_image
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for folder, count in (("train", 6), ("val", 2)):
+        (root / folder).mkdir()
+        for i in range(count):
+            yy, xx = np.mgrid[0:48, 0:56] / 9.0
+            waves = [np.sin(xx * rng.uniform(0.5, 2) + c) * np.cos(yy * rng.uniform(0.5, 2)) for c in range(3)]
+            write_image(root / folder / f"{i}.png", ((np.stack(waves, -1) + 1) * 127.5).astype(np.uint8))
+    return root
+
+
+def tiny(images, **overrides):
+    """A tiny x2 RepSR run (tests/test_train.py's config, 3 blocks), with dotted-key overrides."""
+    from repsr.config import load_config
+
+    data = {
+        "name": "tiny", "scale": 2, "seed": 1, "data_root": str(images), "deterministic": True,
+        "network": {"num_feat": 8, "num_block": 3},
+        "data": {"train": {"paths": ["train"], "lr_patch": 12, "batch_size": 4, "repeat": 4, "num_workers": 0,
+                           "cache_dir": str(images / "cache")},
+                 "val": {"paths": ["val"], "every": 0}},
+        "train": {"total_iter": 8, "ema_decay": 0.9, "bn": {"switch": 0.5, "recompute_batches": 3}},
+        "checkpoint": {"every": 1, "keep": 100},
+        "logger": {"print_every": 100, "tensorboard": False, "progress": False},
+    }
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return load_config(data)
+
+
+def _bns(model):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _checkpoint(out: Path, iteration: int) -> dict:
+    return torch.load(out / "checkpoints" / f"iter_{iteration:08d}.pth", weights_only=True)
+
+
+@torch.no_grad()
+def _population_stats(model, batches) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each BN's mean and unbiased variance of its input over ``batches`` with the model in the batch phase (the
+    definition, computed here on its own rather than by repsr.bn.recompute_population_stats)."""
+    inputs = {name: [] for name, _ in _bns(model)}
+    hooks = [bn.register_forward_pre_hook(lambda m, args, name=name: inputs[name].append(args[0].double()))
+             for name, bn in _bns(model)]
+    model.train()
+    for batch in batches:
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    stats = {}
+    for name, xs in inputs.items():
+        x = torch.cat([t.transpose(0, 1).flatten(1) for t in xs], dim=1)  # (channels, every pixel of every batch)
+        stats[name] = (x.mean(1).float(), x.var(1, correction=1).float())
+    return stats
+
+
+def test_switch_in_training_sets_every_bn_to_exact_population_statistics(images, tmp_path):
+    """At the switch (before iteration 7 of 8), every BN of every block, in the model and in its EMA copy, gets the
+    exact statistics of its input over the trainer's statistics batches (recompute_batches batches of a fixed
+    stream apart from the training one) at the weights of that moment, the checkpoint of iteration 7; they
+    stay fixed after (the last iteration moves the weights, not the statistics)."""
+    import copy
+
+    from repsr.training import Trainer
+    from repsr.training.data_stream import stats_batches
+
+    config = tiny(images, **{"train.bn.switch": 7})
+    trainer = Trainer(config, tmp_path)
+    trainer.run()
+    assert get_bn_phase(trainer.model) == "population"
+    at_switch = copy.deepcopy(trainer.model)
+    at_switch.load_state_dict(_checkpoint(tmp_path, 7)["params"])
+    assert get_bn_phase(at_switch) == "batch"
+    measured = list(stats_batches(trainer.patches, None, 4, config.seed, torch.device("cpu"), 3))
+    assert len(measured) == 3 and all(b.shape == (4, 3, 12, 12) for b in measured)
+    expected = _population_stats(at_switch, measured)
+    assert len(expected) == 3 * 2  # 3 blocks of 2 paths
+
+    final = _checkpoint(tmp_path, 8)
+    for which, model in (("model", trainer.model), ("ema", trainer.ema.module)):
+        bns = _bns(model)
+        assert [name for name, _ in bns] == list(expected)
+        for name, bn in bns:
+            mean, var = expected[name]
+            torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-6, msg=f"{which} {name} mean")
+            torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-6, msg=f"{which} {name} var")
+            key = "params" if which == "model" else "params_ema"
+            assert torch.equal(final[key][f"{name}.running_var"], bn.running_var), f"{which} {name} saved"
+    # the weights did move after the switch (so the statistics above are those of the switch, not of the end)
+    assert not torch.equal(trainer.model.head.weight, at_switch.head.weight)
+
+
+def test_resume_after_the_switch_with_frozen_affine_is_bit_exact(images, tmp_path):
+    """train.bn.train_affine: false. A run resumed from a checkpoint saved after the switch (iteration 6 of 12,
+    switch at 4) ends with the weights of an uninterrupted run: the frozen BN affine values come back from the
+    checkpoint, or Adam would move them."""
+    import shutil
+
+    from repsr.training import Trainer
+    from repsr.training.bn_schedule import bn_affine_params
+
+    overrides = {"train.total_iter": 12, "train.bn.switch": 4, "train.bn.train_affine": False, "checkpoint.every": 2}
+    straight = Trainer(tiny(images, **overrides), tmp_path / "straight")
+    straight.run()
+    assert len(straight.frozen_affine) == len(bn_affine_params(straight.model)) == 3 * 2 * 2  # 6 BNs' weight, bias
+
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "straight", killed)
+    for path in (killed / "checkpoints").glob("iter_*.pth"):
+        if int(path.stem.split("_")[1]) > 6:
+            path.unlink()  # as if killed after the checkpoint of iteration 6
+    for path in ("model_deploy.safetensors", "results.json"):
+        (killed / path).unlink(missing_ok=True)
+    resumed = Trainer(tiny(images, **overrides), killed, resume=True)
+    assert resumed.iteration == 6 and get_bn_phase(resumed.model) == "population"
+    resumed.run()
+
+    a, b = _checkpoint(tmp_path / "straight", 12), _checkpoint(killed, 12)
+    for key in ("params", "params_ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    # and the frozen values are those of the switch: the affine parameters did not move after it
+    at_switch = _checkpoint(tmp_path / "straight", 4)["params"]
+    names = [f"{n}.{p}" for n, _ in _bns(straight.model) for p in ("weight", "bias")]
+    assert all(torch.equal(a["params"][n], at_switch[n]) for n in names)

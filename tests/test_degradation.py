@@ -230,9 +230,16 @@ def test_first_order_samples_skip_the_first_round():
     params = SecondOrderDegradation(config, 4, 0).params([(0, 0), (0, 1)])
     assert not any(p.first_round for p in params)
     lr = degrade_batch(hr, params, 4)
-    for p in params:  # what the first round would have done no longer matters
-        p.first.resize, p.first.jpeg_quality = 0.2, 5
+    for p in params:  # the first round's blur, resize factor, noise and JPEG no longer matter; its mode does
+        p.first.resize, p.first.jpeg_quality, p.first.kernel = 0.2, 5, None
     assert torch.equal(lr, degrade_batch(hr, params, 4))
+    for p in params:  # the second round acts on the HR resized to the LR size: no resize, blur, sinc or noise left
+        p.first.resize_mode, p.second.resize, p.second.kernel = "bicubic_antialias", 1.0, None
+        p.second.noise.amount, p.final_kernel = 0.0, np.ones((1, 1))
+        p.second.jpeg_quality = 100
+    clean = degrade_batch(hr, params, 4)
+    expected = ops.jpeg(ops.resize(hr, (16, 16), "bicubic_antialias"), [100, 100])
+    torch.testing.assert_close(clean, torch.round(expected * 255) / 255, rtol=0, atol=1.5 / 255)
 
 
 def test_sharpened_target_and_pipeline_on_tiny_images():

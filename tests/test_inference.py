@@ -156,3 +156,164 @@ def test_auto_tile_tiles_only_large_images_on_cpu():
     assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float32) == CPU_TILE
     assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float16) == 0  # half the bytes
     assert auto_tile(model, (1, 3, 4 * side, 4 * side), torch.device("meta"), torch.float32) == 0
+
+
+# ----------------------------------------------------------------------------- out-of-memory halving, faked on the CPU
+
+def _oom_above(module: torch.nn.Module, too_big) -> list[tuple[int, ...]]:
+    """Make ``module`` (the network's first conv) raise CUDA's out-of-memory error on inputs ``too_big`` says are
+    too big, as a GPU would; returns the list of input shapes it saw (a runaway retry loop stops after 500)."""
+    seen = []
+
+    def hook(_, args):
+        seen.append(tuple(args[0].shape))
+        if len(seen) > 500:
+            raise AssertionError("no end to the retries")
+        if too_big(args[0].shape):
+            raise torch.OutOfMemoryError("CUDA out of memory (faked)")
+
+    module.register_forward_pre_hook(hook)
+    return seen
+
+
+def test_out_of_memory_halves_the_tile_and_the_result_stays_the_same(model):
+    """upscale (the fused image path) and run_tiled (the float path): on out-of-memory the tile halves until it
+    fits (64 -> 32 -> 16 here) and the image is done again; the result equals the one-pass result."""
+    from repsr.inference import MIN_TILE
+
+    net = prepare(model, torch.device("cpu"), "fp64")  # fp64: tiles are bit-identical to one pass
+    pad = receptive_radius(net)
+    img = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255)[None]
+    runs = {"image": lambda m: upscale(img, m, tile=0, prepared=True), "float": lambda m: run_tiled(m, x, 2, tile=0)}
+    assert MIN_TILE == 16
+    for name, run in runs.items():
+        expected = run(net)
+        oom_net = copy.deepcopy(net)
+        seen = _oom_above(oom_net.body[0], lambda shape: max(shape[-2:]) > MIN_TILE + 2 * pad)
+        got = run(oom_net)
+        if name == "float":
+            assert torch.equal(got, expected)
+        else:
+            np.testing.assert_array_equal(got, expected)
+        # the whole image failed, then the first 32-pixel tile (with its context), then 16 tiles of 16 all ran
+        assert seen[0][-2:] == (64, 64) and seen[1][-2:] == (32 + pad, 32 + pad)
+        assert len(seen) == 2 + 16 and all(max(s[-2:]) <= MIN_TILE + 2 * pad for s in seen[2:])
+
+
+def test_out_of_memory_with_16_pixel_tiles_is_a_clear_error(model):
+    net = prepare(model, torch.device("cpu"))
+    seen = _oom_above(net.body[0], lambda shape: True)
+    with pytest.raises(RepsrError, match="out of GPU memory even with 16-pixel tiles"):
+        upscale(np.zeros((40, 40, 3), np.uint8), net, tile=0, prepared=True)
+    pad = receptive_radius(net)
+    assert [max(s[-2:]) for s in seen] == [40, 20 + pad, 16 + pad]  # 40 -> 20 -> 16, and not below 16
+
+
+def test_video_batches_halve_on_out_of_memory(model):
+    """The batched video path (GPU) on out-of-memory: the batch halves down to single frames, and a frame that
+    fails alone goes through upscale, whose tiles halve; every frame comes back, in order, as without it."""
+    from repsr.video import FrameUpscaler
+
+    net = prepare(model, torch.device("cpu"), "fp64")
+    pad = receptive_radius(net)
+    frames = np.random.default_rng(9).integers(0, 256, (7, 12, 10, 3), dtype=np.uint8)
+    expected = np.stack([upscale(f, net, tile=0, prepared=True) for f in frames])
+
+    oom_net = copy.deepcopy(net)
+    seen = _oom_above(oom_net.body[0], lambda shape: shape[0] > 2)
+    upscaler = FrameUpscaler(oom_net, tile=0)
+    upscaler.batched = True  # what a CUDA device sets
+    np.testing.assert_array_equal(upscaler(frames), expected)
+    # 7 fails, 3 fails, 1 and 2 run, 4 fails, 2 and 2 run
+    assert [s[0] for s in seen] == [7, 3, 1, 2, 4, 2, 2]
+
+    big = np.random.default_rng(10).integers(0, 256, (3, 40, 36, 3), dtype=np.uint8)
+    expected = np.stack([upscale(f, net, tile=0, prepared=True) for f in big])
+    oom_net = copy.deepcopy(net)
+    seen = _oom_above(oom_net.body[0], lambda shape: shape[0] > 1 or max(shape[-2:]) > 16 + 2 * pad)
+    upscaler = FrameUpscaler(oom_net, tile=0)
+    upscaler.batched = True
+    np.testing.assert_array_equal(upscaler(big), expected)
+    assert max(seen[-1][-2:]) <= 16 + 2 * pad  # the frames were done in tiles
+
+
+# ----------------------------------------------------------------------------- MATLAB rounding: half levels go up
+
+S = 16  # a x16 network: its tail bias sets 3 * 16 * 16 = 768 output values at once
+
+
+def _exact_level(z: float, peak: int) -> np.float32 | None:
+    """A float32 network output y whose float32 product y * peak is exactly ``z`` (what clip-and-round sees)."""
+    z32, y0 = np.float32(z), np.float32(np.float64(z) / peak)
+    candidates = [y0]
+    for way in (np.float32(np.inf), np.float32(-np.inf)):
+        y = y0
+        for _ in range(16):
+            y = np.nextafter(y, way)
+            candidates.append(y)
+    return next((y for y in candidates if y * np.float32(peak) == z32), None)
+
+
+def _levels(peak: int) -> tuple[np.ndarray, np.ndarray]:
+    """768 network outputs and what they must become: every half level k + 0.5 (of uint8; 250 spread over
+    uint16) goes up to k + 1 (0.5 -> 1, 1.5 -> 2, 2.5 -> 3: not to the even neighbour), the float just below
+    k + 0.5 goes down to k, whole levels stay, and clipping takes what is outside [0, 1] to 0 and the peak."""
+    ks = range(255) if peak == 255 else np.linspace(0, peak - 1, 250).astype(int).tolist()
+    halves = [(k + 0.5, k + 1) for k in ks]
+    others = [(k, k) for k in ks] + [(np.nextafter(np.float32(k + 0.5), np.float32(0)), k) for k in ks if k]
+    values, wanted = [], []
+    for z, want in halves + others:
+        y = _exact_level(z, peak)
+        if y is not None:
+            values.append(y)
+            wanted.append(want)
+        elif (z, want) in halves:
+            raise AssertionError(f"no float32 output lands on {z}")
+    values += [np.float32(-0.25), np.float32(1.0), np.float32(1.5), np.float32(0.0)]
+    wanted += [0, peak, peak, 0]
+    values, wanted = values[: 3 * S * S], wanted[: 3 * S * S]
+    pad = 3 * S * S - len(values)
+    return np.array(values + [np.float32(0)] * pad, np.float32), np.array(wanted + [0] * pad)
+
+
+def _level_network(values: np.ndarray, training_network: bool = False) -> torch.nn.Module:
+    """A x16 network whose output on a black image is ``values`` at the 768 sub-pixel places of every input pixel:
+    its tail conv's weight is zero and its bias holds them (the residual adds exactly 0)."""
+    if training_network:  # a RepSRNet is not fused: upscale takes the float path (run_tiled, then clip and round)
+        net = RepSRNet(upscale=S, num_feat=4, num_block=1, block="plain")
+        tail = net.tail
+    else:
+        net = CompactSRNet(num_feat=4, num_conv=1, upscale=S)
+        tail = net.body[-1]
+    with torch.no_grad():
+        tail.weight.zero_()
+        tail.bias.copy_(torch.from_numpy(values))
+    return net.eval()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_half_levels_round_up_on_every_path(dtype):
+    """Network output that lands exactly on k + 0.5 levels becomes k + 1, as MATLAB's im2uint8 rounds, on every
+    path that clips and rounds: upscale's fused path, its float path, the batched video path, ncnn and OpenVINO.
+
+    (No float32 y has y * 255 exactly k + 0.5, so the half levels are the float32 products the code computes.
+    Just below 0.5 the float32 arithmetic "add 0.5, truncate" rounds 0.49999997 up: that one case is left out.)"""
+    from repsr.backends import ncnn_available, openvino_available
+    from repsr.video import FrameUpscaler
+
+    peak = 255 if dtype == np.uint8 else 65535
+    values, wanted = _levels(peak)
+    block = wanted.reshape(3, S, S).transpose(1, 2, 0)  # PixelShuffle: tail channel c * S * S + row * S + column
+    black = np.zeros((2, 3, 3), dtype)
+    expected = np.tile(block, (2, 3, 1)).astype(dtype)
+    compact = _level_network(values)
+    np.testing.assert_array_equal(upscale(black, compact, backend="torch"), expected)  # fused
+    np.testing.assert_array_equal(upscale(black, compact, backend="torch", tile=1), expected)  # fused, in tiles
+    np.testing.assert_array_equal(upscale(black, _level_network(values, training_network=True)), expected)  # float
+    video = FrameUpscaler(prepare(compact, torch.device("cpu"), backend="torch"), tile=0)
+    video.batched = True  # the GPU's batched path: clipped and rounded on the device
+    np.testing.assert_array_equal(video(np.stack([black, black])), np.stack([expected, expected]))
+    runtimes = [name for name, ok in (("ncnn", ncnn_available()), ("openvino", openvino_available())) if ok]
+    for backend in runtimes:
+        np.testing.assert_array_equal(upscale(black, compact, backend=backend), expected, err_msg=backend)

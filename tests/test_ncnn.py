@@ -239,3 +239,63 @@ def test_vulkan_as_realesrgan_ncnn_vulkan_runs_it(tmp_path, bundled):
     assert np.abs(run_ncnn(param, weights, x.numpy(), vulkan=True) - expected).max() <= TOLERANCE
     # fp16 storage costs precision (about 1/200 of the range here), never structure
     assert np.abs(run_ncnn(param, weights, x.numpy(), vulkan=True, fp16=True) - expected).max() <= 2e-2
+
+
+def _vulkan_net(param, weights, fp16: bool = False):
+    """The files loaded as realesrgan-ncnn-vulkan and Upscayl load them: ``use_vulkan_compute`` on the first
+    Vulkan device (fp16 storage and packing as they set them, or fp32 throughout), fp32 arithmetic."""
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = True
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = fp16
+    net.opt.use_fp16_arithmetic = net.opt.use_bf16_storage = False
+    net.set_vulkan_device(0)
+    assert net.load_param(str(param)) == 0 and net.load_model(str(weights)) == 0
+    return net
+
+
+def _vulkan_run(net, image: np.ndarray) -> np.ndarray:
+    """One CHW float32 image through ``net`` (extractor and output Mat die here, before the net)."""
+    c, h, w = image.shape
+    mat = ncnn.Mat(w, h, c)  # filled channel by channel: ncnn's channels are row-aligned
+    for q in range(c):
+        np.array(mat.channel(q), copy=False)[:] = image[q]
+    extractor = net.create_extractor()
+    extractor.input("data", mat)
+    ret, out = extractor.extract("output")
+    assert ret == 0
+    return np.array(out, dtype=np.float32, copy=True)
+
+
+@pytest.mark.skipif(_vulkan_devices() < 1, reason="no Vulkan device (a GPU, or Mesa's lavapipe: apt-get install "
+                                                   "libvulkan1 mesa-vulkan-drivers)")
+@pytest.mark.parametrize(("scale", "in_ch", "num_conv", "num_feat"), [(3, 1, 2, 8), (2, 3, 1, 16), (4, 3, 3, 24)])
+def test_vulkan_compute_runs_every_layer_on_the_device_and_matches_pytorch(tmp_path, scale, in_ch, num_conv, num_feat):
+    """``net.opt.use_vulkan_compute = True``, as Upscayl runs a model: every layer of the exported graph has a Vulkan
+    implementation (none falls back to the CPU), and the output matches PyTorch on sizes that do and do not fill
+    ncnn's packs of 4 (channels 1, 3 and 8-48; H*W odd, 1x1); run_ncnn(vulkan=True) is this same computation."""
+    model = random_compact(in_ch, scale, num_conv, num_feat=num_feat, seed=scale + 7 * num_conv)
+    param, weights = export_ncnn(model, tmp_path, f"net-x{scale}")
+    shapes = [(in_ch, 17, 23), (in_ch, 1, 1), (in_ch, 31, 8), (in_ch, 5, 3)]
+    images = [torch.rand((1, *s), generator=torch.Generator().manual_seed(sum(s))) for s in shapes]
+    net = _vulkan_net(param, weights)
+    try:
+        assert net.vulkan_device() is not None
+        layers = [(layer.type, layer.support_vulkan) for layer in net.layers()]
+        assert [t for t, on_device in layers if not on_device] == [], layers
+        assert {"Convolution", "PReLU", "PixelShuffle", "Interp", "BinaryOp"} <= {t for t, _ in layers}
+        for x in images:
+            with torch.no_grad():
+                expected = model(x)[0].numpy()
+            got = _vulkan_run(net, x[0].numpy())
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() <= TOLERANCE, tuple(x.shape)
+            np.testing.assert_array_equal(run_ncnn(param, weights, x.numpy(), vulkan=True)[0], got)
+    finally:
+        net.clear()
+    upscayl = _vulkan_net(param, weights, fp16=True)  # fp16 storage: about 1/200 of the range, never structure
+    try:
+        with torch.no_grad():
+            expected = model(images[0])[0].numpy()
+        assert np.abs(_vulkan_run(upscayl, images[0][0].numpy()) - expected).max() <= 2e-2
+    finally:
+        upscayl.clear()

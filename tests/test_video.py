@@ -257,6 +257,61 @@ def test_audio_the_container_cannot_take_is_reencoded(clip, tmp_path):
         assert abs(c.duration / 1e6 - 12 / RATE) < 0.05
 
 
+def decoded_samples(path) -> int:
+    """Audio samples (per channel) the first audio stream decodes to, as a player plays them."""
+    with av.open(str(path)) as c:
+        return sum(frame.samples for frame in c.decode(c.streams.audio[0]))
+
+
+@pytest.mark.parametrize("batch", [3, 8])
+def test_every_frame_of_a_partial_last_batch_is_kept(tmp_path, batch):
+    """7 frames in batches of 3 (3 + 3 + 1) or of 8 (one short batch): every frame comes out, in order, each the
+    image path's upscale of its input frame (FFV1 is lossless)."""
+    clip = tmp_path / "seven.mkv"
+    make_clip(clip, frames=7, audio="aac")  # audio packets interleave with the frames
+    src_frames, src_times, _ = decode(clip)
+    assert len(src_frames) == 7
+    model = prepare(load_model(MODEL), torch.device("cpu"))
+    result = upscale_video(clip, tmp_path / "seven_x2.mkv", model, VideoOptions(codec="ffv1", batch=batch))
+    frames, times, _ = decode(result.output, colorspace=None, color_range=None)
+    assert result.frames == len(frames) == 7
+    np.testing.assert_allclose(times, src_times, atol=1e-3)
+    for got, src in zip(frames, src_frames, strict=True):
+        np.testing.assert_array_equal(got, upscale(src, model, prepared=True))
+
+
+@pytest.mark.parametrize("audio", ["pcm_s16le", "aac"])
+def test_reencoded_audio_keeps_every_sample(tmp_path, audio):
+    """Audio WebM cannot hold (PCM, AAC) is re-encoded to Opus: it decodes to exactly as many samples as the input
+    does (WebM records Opus's priming and final padding, and FFmpeg trims both), so an encoder left unflushed at
+    the end (about 20 ms lost) shows."""
+    clip = tmp_path / f"in.{'mkv' if audio.startswith('pcm') else 'mp4'}"
+    make_clip(clip, frames=7, audio=audio)
+    model = prepare(load_model(MODEL), torch.device("cpu"))
+    result = upscale_video(clip, tmp_path / "out.webm", model, VideoOptions(preset="8"))
+    assert any(f"({audio}) re-encoded to Opus" in n for n in result.notes), result.notes
+    _, _, stream = packets(result.output, "audio")
+    assert stream.codec_context.name == "opus"
+    expected = decoded_samples(clip)
+    if audio.startswith("pcm"):
+        assert expected == int(AUDIO_RATE * 7 / RATE)  # what make_clip wrote: PCM decodes to exactly that
+    assert decoded_samples(result.output) == expected
+
+
+@pytest.mark.xfail(strict=True, raises=RepsrError,
+                   reason="MP4 takes PCM at the header but fails at the trailer ('unsupported channel layout 2 "
+                          "channels'): repsr neither re-encodes it to AAC nor finishes the file")
+def test_pcm_audio_into_mp4_is_reencoded_to_aac_and_keeps_its_samples(tmp_path):
+    """PCM audio (here from MKV) into MP4: the output is written, its audio (AAC, or PCM if MP4 can hold it) decodes
+    to at least every input sample and at most one AAC frame (1024 samples) of end padding more."""
+    clip = tmp_path / "pcm.mkv"
+    make_clip(clip, frames=7, audio="pcm_s16le")
+    model = prepare(load_model(MODEL), torch.device("cpu"))
+    result = upscale_video(clip, tmp_path / "pcm_x2.mp4", model, VideoOptions(preset="ultrafast"))
+    expected = decoded_samples(clip)
+    assert expected <= decoded_samples(result.output) < expected + 1024
+
+
 def test_odd_sizes_are_cropped_for_yuv420(tmp_path):
     clip = tmp_path / "odd.mkv"
     make_clip(clip, frames=2, size=(33, 25), vcodec="ffv1", pix_fmt="yuv444p", audio=None)

@@ -4,7 +4,9 @@ From an HR patch: blur -> random resize -> noise -> JPEG, twice (the second blur
 resize to the LR size with a final sinc filter, before or after the last JPEG (either order with probability
 1/2; the paper reports that other orders twist lines). Defaults are the published x4 Real-ESRNet settings
 (``../shared/docs/degradations.md`` lists them), except the sharpened HR target, which is off: repsr's models
-are scored by PSNR against the unsharpened HR.
+are scored by PSNR against the unsharpened HR. Beyond the published model, a share of first-order samples
+(``first_round_prob``: the HR resized to the LR size, then only the second round) and antialiased resizes
+(``bicubic_antialias``) let a recipe cover photos that were made smaller properly and then degraded.
 
 Every random choice of a sample is drawn from ``numpy.random.default_rng([seed, SALT, epoch, index])`` (its
 noise from a CPU generator seeded by that draw), so a batch is a pure function of (seed, iteration, sample),
@@ -71,7 +73,9 @@ class DegradationConfig:
 
     first: FirstDegradation = field(default_factory=FirstDegradation)
     second: SecondDegradation = field(default_factory=SecondDegradation)
-    first_round_prob: float = 1.0  # else the HR goes straight into the second round (a first-order degradation)
+    # else a first-order sample: the HR is resized to the LR size (with the first round's resize mode) and only
+    # the second round degrades it, at the LR scale: how a photo is made smaller and then compressed or filtered
+    first_round_prob: float = 1.0
     resize_modes: list[str] = field(default_factory=lambda: list(ops.RESIZE_MODES[:3]))  # drawn uniformly per resize
     final_sinc_prob: float = 0.8
     final_sinc_size: list[int] = field(default_factory=lambda: [7, 21])
@@ -156,7 +160,7 @@ class SampleParams:
     final_mode: str
     final_kernel: np.ndarray  # a sinc kernel, or the 1x1 identity
     noise_seed: int
-    first_round: bool = True  # False: the HR goes straight into the second round
+    first_round: bool = True  # False: the HR resized to the LR size goes into the second round
 
 
 def _uniform(rng: np.random.Generator, bounds: Sequence[float]) -> float:
@@ -268,6 +272,8 @@ def degrade_batch(hr: Tensor, params: list[SampleParams], scale: int) -> Tensor:
             x = ops.resize(x, (max(1, int(h * r1.resize)), max(1, int(w * r1.resize))), r1.resize_mode)
             x = _add_noise(x, r1.noise, generator).clamp(0, 1)
             x = ops.jpeg(x, [r1.jpeg_quality])
+        else:
+            x = ops.resize(x, lr_size, r1.resize_mode)
         if r2.kernel is not None:
             x = ops.filter2d(x, _kernel_batch([r2.kernel], x))
         x = ops.resize(x, (max(1, int(lr_size[0] * r2.resize)), max(1, int(lr_size[1] * r2.resize))), r2.resize_mode)

@@ -1,0 +1,101 @@
+"""Running a study: one trainer run per (variant, seed), merged and tested; finished runs are never redone."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..archs.protocol import branch_forward
+from ..bn import has_batchnorm
+from ..data import default_cache_dir, open_dataset
+from ..errors import RepsrError
+from ..evaluate import evaluate_dataset
+from ..inference import prepare
+from ..loading import load_deploy
+from ..speed import conv_flops
+from ..training import Trainer
+from .bn_study import bn_study
+from .record import RunRecord
+from .report import write_report
+from .spec import AblationSpec, Variant, open_test_set, read_spec, spec_seeds, variant_config
+
+
+def _per_pixel_flops(model: nn.Module, channels: int) -> float:
+    """Conv FLOPs per LR pixel of the network as trained (every branch, not the online-merged conv)."""
+    x = torch.rand(1, channels, 32, 32, device=next(model.parameters()).device)
+    with branch_forward(model):
+        return conv_flops(model, x) / (32 * 32)
+
+
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    return out / "variants" / variant / f"seed_{seed}"
+
+
+def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base_dir: Path) -> RunRecord:
+    """Train, merge and test one (variant, seed) run; its ``run.json`` marks it finished."""
+    results_path = out / "run.json"
+    if results_path.is_file():
+        return RunRecord.read(results_path)
+    config = variant_config(spec, variant, base_dir, seed)
+    trainer = Trainer(config, out, resume=(out / "checkpoints").is_dir())
+    trainer.run()
+    model = trainer.model  # the raw training network as its last checkpoint holds it
+    deploy, _ = load_deploy(out / "model_deploy.safetensors")
+    channels = model.config["num_in_ch"]
+    sets = {}
+    for name in spec.test_sets:
+        ds = open_test_set(config, name)
+        r = evaluate_dataset(prepare(deploy, trainer.device), ds, progress=False)
+        sets[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
+    record = RunRecord(
+        name=variant.name, label=variant.label or variant.name, seed=seed, block=config.network.block,
+        bn_switch=config.switch_iteration(), iterations=config.train.total_iter, has_bn=has_batchnorm(model),
+        train_params=sum(p.numel() for p in model.parameters()),
+        train_flops_per_px=_per_pixel_flops(model, channels),
+        deploy_params=sum(p.numel() for p in deploy.parameters()),
+        deploy_flops_per_px=_per_pixel_flops(deploy, channels),
+        train_it_per_s=trainer.train_iterations / max(trainer.train_seconds, 1e-9), test=sets,
+        # the trainer's history, final validation included (the last checkpoint predates it)
+        history=[{"iteration": h["iteration"], **{k: v["psnr"] for k, v in h.items() if isinstance(v, dict)}}
+                 for h in trainer.history])
+    record.write(results_path)
+    return record
+
+
+def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None = None) -> list[RunRecord]:
+    """Every (variant, seed) run, seed by seed so that partial studies compare all variants; the report is
+    rewritten after each run. ``only``: train just these variants (the others' finished runs still count), so
+    that two processes can share a study, one variant each."""
+    spec_path, out = Path(spec_path), Path(out)
+    spec = read_spec(spec_path)
+    names = [v.name for v in spec.variants]
+    for name in only or []:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            raise RepsrError(f"--only {name}: no such variant{'; did you mean ' + close[0] + '?' if close else ''}")
+    seeds = spec_seeds(spec, spec_path.parent)
+    configs = [variant_config(spec, v, spec_path.parent, seeds[0]) for v in spec.variants]  # mistakes before work
+    runs: list[RunRecord] = []
+    for seed in seeds:
+        for variant, config in zip(spec.variants, configs, strict=True):
+            folder = run_dir(out, variant.name, seed)
+            if only and variant.name not in only:
+                if (folder / "run.json").is_file():
+                    runs.append(RunRecord.read(folder / "run.json"))
+                continue
+            print(f"== variant {variant.name}, seed {seed}: block {config.network.block}, "
+                  f"switch {config.switch_iteration()}", flush=True)
+            runs.append(run_variant(spec, variant, seed, folder, spec_path.parent))
+            write_report(spec, spec_path, out, runs, configs[0], seeds)
+    extra = []
+    if spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched:
+        first = configs[0]
+        study_sets = [open_dataset(first.data_path(s), first.scale, default_cache_dir()) for s in spec.bn_study.images]
+        study = bn_study(run_dir(out, spec.bn_study.noswitch, seeds[0]), run_dir(out, spec.bn_study.switched, seeds[0]),
+                         study_sets, out / "bn_study")
+        extra = ["## BN-artifact study", "", f"Seed {seeds[0]}. " + study, ""]
+    print(write_report(spec, spec_path, out, runs, configs[0], seeds, extra))
+    return runs
