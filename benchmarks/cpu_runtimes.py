@@ -2,10 +2,10 @@
 
 Per network (M4C16 = the bundled x4 model, M16C64) and output size (720p, 1080p, x4):
 
-- repsr end to end: ``repsr.upscale`` on a uint8 image (what ``repsr upscale`` runs per image), in fp32 and
-  bf16 with the automatic backend, and in fp32 forced onto PyTorch;
-- repsr's network alone: the prepared PyTorch network on a channels_last float tensor (the baseline of the
-  end-to-end overhead), and the OpenVINO network on a float tensor;
+- repsr end to end: a ``repsr.inference.Upscaler`` (made once) called on a uint8 image (what ``repsr upscale``
+  runs per image), in fp32 and bf16 with the automatic backend, and in fp32 forced onto PyTorch;
+- repsr's network alone: the prepared PyTorch network (the PyTorch runner's ``net``) on a channels_last float
+  tensor (the baseline of the end-to-end overhead), and the OpenVINO runner's ``floats`` on a float tensor;
 - other runtimes on float NCHW tensors, network only: PyTorch eager on NCHW (spandrel's way), onnxruntime,
   OpenVINO f32 and bf16 (both on the exported ONNX graph) and ncnn (CPU, its default Winograd convolutions)
   when installed.
@@ -29,14 +29,15 @@ import torch
 from _results import record, seconds_in_turns
 
 from repsr import RepSRNet, load_model, reparameterize_model
-from repsr.backends import NcnnNet, OpenVINONet, cpu_has_bf16, openvino_available
 from repsr.export import export_onnx
-from repsr.inference import prepare, upscale
+from repsr.inference import Upscaler
+from repsr.runtimes import cpu_has_bf16, openvino_available
 from repsr.zoo import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 OUTPUTS = {"720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
+BACKEND_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
 def networks(sizes: list[str]) -> dict[str, torch.nn.Module]:
@@ -133,11 +134,12 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for name, model in networks(args.sizes.split(",")).items():
-            fp32 = prepare(model, CPU, "fp32")
-            bf16 = prepare(model, CPU, "bf16")
-            net_torch = prepare(model, CPU, "fp32", "torch")
-            fp32_backend = {OpenVINONet: "OpenVINO", NcnnNet: "ncnn"}.get(type(fp32), "PyTorch")
-            bf16_label = "OpenVINO bf16" if isinstance(bf16, OpenVINONet) else "fp32 (no fast bf16 here)"
+            fp32 = Upscaler(model, CPU, "fp32")
+            bf16 = Upscaler(model, CPU, "bf16")
+            torch_fp32 = Upscaler(model, CPU, "fp32", "torch")
+            fp32_backend = BACKEND_NAMES[fp32.runner.backend]
+            bf16_openvino = bf16.runner.backend == "openvino" and bf16.runner.precision == "bf16"
+            bf16_label = "OpenVINO bf16" if bf16_openvino else "fp32 (no fast bf16 here)"
             others = other_runtimes(model, tmp, threads)
             eager = eager_nchw(model, tmp)
             outputs = args.outputs.split(",")
@@ -150,13 +152,13 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
                 x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255)[None]
                 x_cl = x.contiguous(memory_format=torch.channels_last)
                 runs = {
-                    "repsr fp32": partial(upscale, img, fp32, prepared=True),
-                    "repsr fp32 PyTorch": partial(upscale, img, net_torch, prepared=True),
-                    "repsr network PyTorch fp32": partial(net_torch, x_cl),
-                    "repsr bf16": partial(upscale, img, bf16, prepared=True),
+                    "repsr fp32": partial(fp32, img),
+                    "repsr fp32 PyTorch": partial(torch_fp32, img),
+                    "repsr network PyTorch fp32": partial(torch_fp32.runner.net, x_cl),
+                    "repsr bf16": partial(bf16, img),
                 }
-                if isinstance(bf16, OpenVINONet):
-                    runs["repsr network OpenVINO bf16"] = partial(bf16, x)
+                if bf16_openvino:
+                    runs["repsr network OpenVINO bf16"] = partial(bf16.runner.floats, x)
                 runs["PyTorch eager NCHW"] = partial(eager, x)
                 runs.update({k: partial(run, x.numpy()) for k, run in others.items()})
                 samples: dict[str, list[float]] = {}
@@ -202,7 +204,7 @@ def psnr_rows() -> tuple[list[str], dict]:
     rows, data = [], {}
     for bundled in bundled_models():
         model = load_model(bundled.name)
-        nets = {p: prepare(model, CPU, p) for p in ("fp32", "bf16")}
+        nets = {p: Upscaler(model, CPU, p) for p in ("fp32", "bf16")}
         for folder in test_sets():
             ds = HRFolder(folder, model.upscale, default_cache_dir())
             r = {p: evaluate_dataset(net, ds, progress=False) for p, net in nets.items()}
@@ -242,9 +244,9 @@ def main() -> None:
         f"x4, batch 1, {threads} threads for every runtime; this CPU {bf16_cpu} bf16 instructions; {versions()}. "
         f"{args.rounds} rounds; in each, every runtime takes a turn of 2 runs (the second timed) after "
         f"{args.gap} s idle; ms are medians, ratios are per round: median [min-max]. "
-        "**e2e / net**: `repsr.upscale` on a uint8 image with PyTorch (colour conversion, NaN check, rounding "
+        "**e2e / net**: an `Upscaler` on a uint8 image with PyTorch (colour conversion, NaN check, rounding "
         "included) over the prepared PyTorch network alone on a channels_last float tensor (target: <= 1.10x). "
-        "**bf16 speed-up**: `repsr.upscale` in fp32 over bf16, both with the automatic backend (targets: >= 1.3x "
+        "**bf16 speed-up**: an `Upscaler` in fp32 over bf16, both with the automatic backend (targets: >= 1.3x "
         "M4C16, >= 1.45x M16C64); **vs PyTorch fp32**: the same against the end-to-end PyTorch fp32 path. "
         "**fp32 vs fastest**: the fastest other fp32 runtime's network call over repsr's "
         "end-to-end fp32 (above 1: repsr is faster; target >= 1). Other runtimes run the network alone on float "
@@ -256,7 +258,7 @@ def main() -> None:
         "bf16 vs PyTorch fp32 | PyTorch eager NCHW ms | onnxruntime ms | OpenVINO f32 ms | OpenVINO bf16 ms | "
         "ncnn ms | fp32 vs fastest other |\n|" + "---|" * 16 + "\n" + "\n".join(rows))
     if psnr:
-        text += ("\n\nPSNR (Y, BasicSR protocol) of the bundled models through `repsr.upscale`, fp32 against "
+        text += ("\n\nPSNR (Y, BasicSR protocol) of the bundled models through an `Upscaler`, fp32 against "
                  "`--precision bf16` (target: change <= 0.02 dB).\n\n"
                  "| model | set | fp32 PSNR | bf16 PSNR | change (dB) |\n|---|---|---|---|---|\n" + "\n".join(psnr))
     record("cpu_runtimes", text, {"results": results, "psnr": psnr_data, "versions": versions(), "rounds": args.rounds})

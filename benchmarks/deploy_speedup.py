@@ -1,8 +1,11 @@
 """Inference speed, measured side by side in one run:
 
 - the merged (deploy) network vs the multi-branch training network (eval mode), per size;
-- repsr's inference path vs spandrel's Compact model run eagerly in fp32 on the same weights and
-  input (what chaiNNer/ComfyUI users run today), and vs onnxruntime on the exported ONNX graph;
+- repsr's network in the runtime ``repsr upscale`` picks (the prepared PyTorch network on a channels_last
+  tensor, or on the CPU OpenVINO/ncnn for wide networks when installed), and on the CPU in tiles of 320 LR
+  pixels (``Upscaler.floats``; PyTorch's automatic tile for large images), vs spandrel's Compact model run
+  eagerly in fp32 on the same weights and input (what chaiNNer/ComfyUI users run today), and vs onnxruntime on
+  the exported ONNX graph;
 - achieved GFLOP/s against the machine's fp32 GEMM ceiling measured in the same run.
 """
 
@@ -20,7 +23,8 @@ from _results import record, seconds_in_turns
 from repsr import RepSRNet, reparameterize_model
 from repsr.archs import branch_forward
 from repsr.export import save_deploy
-from repsr.inference import CPU_TILE, prepare, run_tiled
+from repsr.inference import Upscaler
+from repsr.runtimes import CPU_TILE
 from repsr.speed import conv_flops, time_forward
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
@@ -82,11 +86,13 @@ def main() -> None:
                 deploy = reparameterize_model(train)
                 with branch_forward(train):  # seconds to a minute per run: one run after one warm-up
                     t_train = time_forward(train, x, repeat=1, warmup=1)
-                fast = prepare(deploy, device)
+                upscaler = Upscaler(deploy, device, tile=CPU_TILE)
+                runner = upscaler.runner  # the network alone: PyTorch's module, or another runtime's float call
+                fast = runner.net if runner.backend == "torch" else runner.floats
                 runners = {"repsr": fast, "gemm": gemm_runner(device)}
                 inputs = {"repsr": x.contiguous(memory_format=torch.channels_last), "gemm": x}
                 if device.type == "cpu":  # cache-sized tiles, as `repsr upscale` runs large images on CPU
-                    runners["tiled"] = lambda t, fast=fast, scale=scale: run_tiled(fast, t, scale, CPU_TILE)
+                    runners["tiled"] = upscaler.floats
                     inputs["tiled"] = x
                 reference = spandrel_model(deploy.cpu(), tmp)
                 if reference is not None:
@@ -118,9 +124,10 @@ def main() -> None:
              f"(the ceiling) take {args.rounds} turns of 2 runs each, the second timed; median. So each row's "
              "ratios come from the same minutes. Training net: multi-branch, eval mode, branches run as such "
              "(one run). "
-             "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx --dynamic`'s graph; "
-             f"'ort vs repsr' above 1 means repsr is faster. Tiled: `run_tiled` in tiles of {CPU_TILE} LR px, as "
-             "`repsr upscale` runs large images on CPU; its fraction counts the untiled FLOPs (useful work).\n\n"
+             "onnxruntime: CPU provider, default graph optimizations, on `repsr export --onnx`'s graph; "
+             "'ort vs repsr' above 1 means repsr is faster. "
+             f"Tiled: `Upscaler.floats` in tiles of {CPU_TILE} LR px, as `repsr upscale` runs large images on CPU; "
+             "its fraction counts the untiled FLOPs (useful work).\n\n"
              "| network | input -> output | training net ms | repsr deploy ms | spandrel Compact ms | "
              "deploy vs training | repsr vs spandrel | onnxruntime ms | ort vs repsr | images/s | "
              "deploy / GEMM GFLOP/s (fraction) | tiled ms (fraction) |\n"

@@ -2,9 +2,10 @@
 
 For M4C16/M10C32/M16C64 at x4 to 1080p (270x480 input) and x2 to 1080p: fp32, fp32 with TF32 (what
 PyTorch runs fp32 convolutions as by default on NVIDIA GPUs), fp16 and bf16, batch 1 and 8, channels_last,
-eager and replayed as a CUDA graph. The floor per frame is the larger of FLOPs / (measured matrix rate in
-that precision, under the same TF32 setting as the convolutions) and bytes moved / (measured copy bandwidth),
-where bytes are each conv's input and output activations once. Writes the ``gpu_inference``
+eager and replayed as a CUDA graph; the network is the PyTorch module ``repsr.runtimes.make_runner`` prepares
+(``backend="torch"``, its runner's ``net``). The floor per frame is the larger of FLOPs / (measured matrix rate
+in that precision, under the same TF32 setting as the convolutions) and bytes moved / (measured copy
+bandwidth), where bytes are each conv's input and output activations once. Writes the ``gpu_inference``
 section of RESULTS.md. Without CUDA it stops with a message, unless ``--device cpu`` (a check of
 the script itself on small inputs, fp32, batch 1; printed, not recorded).
 """
@@ -20,7 +21,7 @@ import torch
 from _results import record
 
 from repsr import RepSRNet, reparameterize_model
-from repsr.inference import prepare
+from repsr.runtimes import make_runner
 from repsr.speed import conv_flops, tf32, tf32_flags
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -126,7 +127,8 @@ def main() -> None:
                 h, w = h // 4, w // 4
             deploy = reparameterize_model(RepSRNet(upscale=scale, num_feat=feat, num_block=blocks).eval())
             for precision in precisions:
-                model = prepare(deploy, device, "fp32" if precision == "tf32" else precision)
+                # the prepared PyTorch module (channels_last, in its precision): hooks and CUDA graphs need it
+                model = make_runner(deploy, device, "fp32" if precision == "tf32" else precision, "torch").net
                 for batch in batches:
                     with tf32(precision == "tf32"):  # the convolutions and their floor under one setting
                         r = measure(model, (batch, 3, h, w), device, precision, rates[precision], bandwidth)

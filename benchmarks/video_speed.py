@@ -7,7 +7,8 @@ the command line runs it, with the default model (repsr-x4-m4c16, output 3416x19
 - video: decode, network, encode (H.264 CRF 18, preset medium: the defaults) and mux, in a stream;
 - video, preset veryfast: the same with a faster encoder preset (how much of the time is the encoder's);
 - images: the same frames as PNG files: read, network, write PNG;
-- network: `repsr.upscale` on the decoded frames in memory, nothing read or written (the ceiling).
+- network: an `Upscaler` of the model (made once, the runtime `repsr upscale` picks) on the decoded frames
+  in memory, one by one, nothing read or written (the ceiling).
 
 A second part runs the video path in fresh processes on 426x240 clips (-> 1704x960) of 16, 64 and 160
 frames and reports their peak memory (VmHWM, and its growth during the run): the frames are
@@ -31,7 +32,7 @@ from _results import record, seconds_in_turns
 
 from repsr.batch_upscale import upscale_files
 from repsr.images import read_image, write_image
-from repsr.inference import prepare, upscale
+from repsr.inference import Upscaler
 from repsr.video import VideoOptions
 from repsr.zoo import DEFAULT_MODEL
 
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = (854, 480)
 MEMORY_SIZE = (426, 240)
 MEMORY_FRAMES = (16, 64, 160)
+BACKEND_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
 def make_clip(path: Path, frames: int, size: tuple[int, int] = SIZE) -> list[np.ndarray]:
@@ -88,16 +90,14 @@ def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would carry the for
 
 sys.path.insert(0, sys.argv[3])
 import video_speed
-import torch
-from repsr.loading import load_model
-from repsr.inference import prepare
+from repsr.inference import Upscaler
 from repsr.video import upscale_video
 folder = Path(tempfile.mkdtemp())
 clip = folder / "clip.mp4"
 video_speed.make_clip(clip, int(sys.argv[1]), video_speed.MEMORY_SIZE)
-model = prepare(load_model(sys.argv[2]), torch.device("cpu"))
+upscaler = Upscaler(sys.argv[2], "cpu")
 before = peak_mib()
-result = upscale_video(clip, folder / "out.mp4", model)
+result = upscale_video(clip, folder / "out.mp4", upscaler)
 print(json.dumps({"frames": result.frames, "seconds": result.seconds, "peak_mib": peak_mib(),
                   "before_mib": before, "mib": (folder / "out.mp4").stat().st_size / 2**20}))
 """
@@ -114,10 +114,6 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    import torch
-
-    from repsr.loading import load_model
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip = tmp / "clip.mp4"
@@ -126,16 +122,16 @@ def main() -> None:
         pngs.mkdir()
         for i, f in enumerate(frames):
             write_image(pngs / f"{i:04d}.png", f)
-        net = prepare(load_model(DEFAULT_MODEL), torch.device("cpu"))  # the runtime `repsr upscale` picks too
-        runtime = type(net).__name__
+        upscaler = Upscaler(DEFAULT_MODEL, "cpu")  # the runtime `repsr upscale` picks too
+        backend = BACKEND_NAMES[upscaler.runner.backend]
         runs = {
             "video": partial(upscale_files, [str(clip)], tmp / "v", DEFAULT_MODEL, overwrite=True, progress=False),
             "video_veryfast": partial(upscale_files, [str(clip)], tmp / "vf", DEFAULT_MODEL, overwrite=True,
                                       progress=False, video=VideoOptions(preset="veryfast")),
             "images": partial(upscale_files, [str(pngs)], tmp / "i", DEFAULT_MODEL, overwrite=True, progress=False),
-            "network": lambda: [upscale(f, net, prepared=True) for f in frames],
+            "network": lambda: [upscaler(f) for f in frames],
         }
-        upscale(frames[0], net, prepared=True)  # warm-up
+        upscaler(frames[0])  # warm-up
         seconds = seconds_in_turns(runs, args.rounds, per_turn=1)
         sizes = {"video": (tmp / "v" / "clip_x4.mp4").stat().st_size / 2**20,
                  "video_veryfast": (tmp / "vf" / "clip_x4.mp4").stat().st_size / 2**20,
@@ -145,7 +141,7 @@ def main() -> None:
     labels = {"video": "video, H.264 CRF 18 preset medium (the defaults)", "video_veryfast": "video, preset veryfast",
               "images": "the same frames as PNG images", "network": "network only (frames in memory)"}
     what = {"video": "decode + network + encode + mux", "video_veryfast": "decode + network + encode + mux",
-            "images": "read PNG + network + write PNG", "network": "`repsr.upscale`"}
+            "images": "read PNG + network + write PNG", "network": "`Upscaler` per frame"}
     rows = [f"| {labels[k]} | {what[k]} | {seconds[k]:.1f} | **{rate[k]:.2f}** | {rate[k] / rate['images']:.2f}x | "
             f"{sizes[k]:.1f} |" if k in sizes else
             f"| {labels[k]} | {what[k]} | {seconds[k]:.1f} | **{rate[k]:.2f}** | {rate[k] / rate['images']:.2f}x | - |"
@@ -154,7 +150,6 @@ def main() -> None:
     w, h = MEMORY_SIZE
     mem_rows = [f"| {m['frames']} | {m['frames'] * w * h * 48 / 2**20:.0f} | {m['peak_mib']:.0f} | "
                 f"{m['peak_mib'] - m['before_mib']:.0f} | {m['frames'] / m['seconds']:.2f} |" for m in mem]
-    backend = {"CompactSRNet": "PyTorch", "OpenVINONet": "OpenVINO", "NcnnNet": "ncnn"}.get(runtime, runtime)
     table = (f"{DEFAULT_MODEL} on CPU ({backend}), fp32: a {SIZE[0]}x{SIZE[1]} H.264 + AAC clip of {n} frames -> "
              f"{SIZE[0] * 4}x{SIZE[1] * 4}, through `repsr upscale` (`upscale_files`). Variants in turns, median of "
              f"{args.rounds} rounds.\n\n"

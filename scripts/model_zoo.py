@@ -39,7 +39,7 @@ from repsr.degradation import STANDARD, EvalDegradation
 from repsr.evaluate import evaluate_dataset
 from repsr.export import save_deploy
 from repsr.fileio import atomic_write
-from repsr.inference import prepare
+from repsr.inference import Upscaler
 from repsr.loading import load_deploy
 from repsr.plots import psnr_plot_svg
 from repsr.training import train
@@ -189,7 +189,7 @@ def recipe_text(config: Config) -> str:
 def score(model: torch.nn.Module, data_root: Path, scale: int) -> dict[str, dict[str, float]]:
     """PSNR/SSIM next to bicubic on the clean test sets and the standard degraded ones, keyed by label."""
     results = {}
-    net = prepare(model, torch.device("cpu"))
+    net = Upscaler(model, "cpu")
     for label in TEST_SETS + DEGRADED_SETS:
         name, _, degradation = label.partition(" ")
         ds = open_dataset(data_root / name, scale, default_cache_dir(),

@@ -6,12 +6,11 @@ to the inference path, the bicubic downscale, the metrics or the loader that mov
 """
 
 import pytest
-import torch
 from conftest import DATA
 
 from repsr.data import HRFolder
 from repsr.evaluate import evaluate_dataset
-from repsr.inference import prepare
+from repsr.inference import Upscaler
 from repsr.loading import load_model
 from repsr.zoo import bundled_models
 
@@ -29,7 +28,7 @@ def test_bundled_model_scores_its_recorded_set5_numbers(bundled):
     assert model.upscale == bundled.scale
     dataset = HRFolder(DATA / "Set5", bundled.scale, cache_dir=None)
     assert len(dataset) == 5
-    ours = evaluate_dataset(prepare(model, torch.device("cpu")), dataset, progress=False)
+    ours = evaluate_dataset(Upscaler(model, "cpu"), dataset, progress=False)
     assert ours["images"] == 5 and ours["scale"] == bundled.scale
     assert ours["psnr"] == pytest.approx(recorded["psnr"], abs=0.005)
     assert ours["ssim"] == pytest.approx(recorded["ssim"], abs=1e-4)

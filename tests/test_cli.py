@@ -41,3 +41,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "BN -> population" in out and "speed-up" in out
     model, meta = load_deploy(tmp_path / "model_deploy.safetensors")
     assert meta["scale"] == "4" and model.num_conv == 2
+
+
+def test_misspelled_commands_get_a_did_you_mean(capsys):
+    assert main(["upscle", "photo.jpg"]) == 2
+    assert capsys.readouterr().err.strip() == "repsr: error: unknown command 'upscle'; did you mean upscale?"
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'frobnicate' (commands: " in err and "upscale" in err

@@ -21,7 +21,8 @@ from repsr import RepSRNet, reparameterize_model, set_bn_phase
 from repsr.archs import RepSRBlock, branch_forward
 from repsr.archs.patch_moments import patch_moments
 from repsr.data import HRFolder, TrainPatches
-from repsr.inference import prepare, run_tiled, upscale
+from repsr.inference import Upscaler, upscale
+from repsr.runtimes import make_runner
 from repsr.speed import tf32
 from repsr.training import DevicePatches
 
@@ -57,9 +58,8 @@ def test_merged_network_matches_training_network(device, precision):
     x = torch.rand(2, 3, 19, 23, dtype=torch.float64)
     with torch.no_grad(), branch_forward(model):
         expected = model.double()(x)
-    deploy = prepare(reparameterize_model(model), device, precision)
-    with torch.inference_mode():
-        out = deploy(x.to(device, DTYPES[precision]).contiguous(memory_format=torch.channels_last))
+    runner = make_runner(reparameterize_model(model), device, precision, backend="torch")
+    out = runner.floats(x)
     assert _relative_error(out, expected) <= TOLERANCE[precision]
 
 
@@ -103,9 +103,9 @@ def test_patch_moments_on_device(device):
 @pytest.mark.parametrize(("h", "w", "tile"), [(37, 29, 8), (23, 31, 100), (9, 40, 7)])
 def test_tiled_upscale_equals_untiled(device, h, w, tile):
     model = reparameterize_model(randomize_bn(RepSRNet(upscale=2, num_feat=8, num_block=2), seed=6).eval())
-    exact = prepare(model, device, "fp64")
     x = torch.rand(1, 3, h, w, dtype=torch.float64)
-    tiled, whole = run_tiled(exact, x, 2, tile=tile), run_tiled(exact, x, 2, tile=0)
+    tiled = Upscaler(model, device, "fp64", tile=tile).floats(x)
+    whole = Upscaler(model, device, "fp64", tile=0).floats(x)
     if device.type == "cpu":
         assert torch.equal(tiled, whole)
     else:  # cuDNN may pick another algorithm (summation order) for another tile shape: fp64 rounding only

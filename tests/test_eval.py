@@ -32,7 +32,7 @@ def test_eval_cli_json_and_images(tmp_path, capsys):
                  "--save-images", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip())
-    assert set(result) == {"dataset", "scale", "psnr", "ssim", "images", "per_image"}
+    assert set(result) == {"dataset", "degradation", "degradation_seed", "scale", "psnr", "ssim", "images", "per_image"}
     assert result["dataset"] == "Set5" and result["scale"] == 2 and result["images"] == 5
     assert {r["name"] for r in result["per_image"]} == {"baby", "bird", "butterfly", "head", "woman"}
     assert len(list((out / "Set5").glob("*.png"))) == 5

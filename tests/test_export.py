@@ -152,8 +152,10 @@ def test_onnx_cli_prints_the_shape_it_wrote(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "input: float32[N,3,H,W] RGB in [0,1]; output: float32[N,3,4H,4W]" in text
     assert "onnxruntime max |error|" in text
-    assert main(["export", "repsr-x4-m4c16", "--onnx", str(out), "--dynamic"]) == 0  # the old flag: a no-op
-    assert "input: float32[N,3,H,W]" in capsys.readouterr().out and onnx_input_shape(out)[0] == "batch"
+    assert onnx_input_shape(out)[0] == "batch"
+    with pytest.raises(SystemExit):  # the old --dynamic (a no-op: ONNX is dynamic by default) is gone
+        main(["export", "repsr-x4-m4c16", "--onnx", str(out), "--dynamic"])
+    capsys.readouterr()
     assert main(["export", "repsr-x2-m4c16", "--onnx", str(out), "--static", "48x64"]) == 0
     assert "input: float32[1,3,48,64] RGB in [0,1]; output: float32[1,3,96,128]" in capsys.readouterr().out
     assert onnx_input_shape(out) == [1, 3, 48, 64]
@@ -174,7 +176,6 @@ def test_onnx_cli_refuses_a_malformed_static_size(tmp_path, capsys, bad):
 def test_onnx_cli_option_errors(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     for args, message in [(["--static", "8x8"], "give --onnx"),
-                          (["--onnx", str(out), "--static", "8x8", "--dynamic"], "contradict"),
                           (["--onnx", str(tmp_path / "no" / "m.onnx")], "does not exist"),
                           (["--onnx", str(tmp_path / "m.txt")], "ONNX files end in .onnx")]:
         assert main(["export", "repsr-x2-m4c16", *args]) == 1

@@ -10,9 +10,10 @@ from conftest import randomize_bn
 from repsr import RepSRNet, reparameterize_model
 from repsr.archs.networks import CompactSRNet
 from repsr.errors import RepsrError
-from repsr.inference import prepare, receptive_radius, run_tiled, upscale
+from repsr.inference import Upscaler, upscale
 from repsr.metrics import rgb2ycbcr
 from repsr.resize import imresize
+from repsr.runtimes import make_runner
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +76,29 @@ TILINGS = [(37, 29, 8), (37, 29, 5), (16, 16, 16), (9, 40, 7), (5, 5, 1), (23, 3
 @pytest.mark.parametrize(("h", "w", "tile"), TILINGS)
 def test_tiled_equals_untiled(model, h, w, tile):
     x = torch.rand(1, 3, h, w)
-    exact = prepare(model, torch.device("cpu"), "fp64")
-    assert torch.equal(run_tiled(exact, x, 2, tile=tile), run_tiled(exact, x, 2))
+    assert torch.equal(Upscaler(model, "cpu", "fp64", tile=tile).floats(x), Upscaler(model, "cpu", "fp64").floats(x))
     img = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint16)
     tiled = upscale(img, model, tile=tile, precision="fp64")
     np.testing.assert_array_equal(tiled, upscale(img, model, precision="fp64"))
     # float32: equal up to the last bits (conv summation order depends on the tensor width)
-    fast = prepare(model, torch.device("cpu"))
-    torch.testing.assert_close(run_tiled(fast, x, 2, tile=tile), run_tiled(fast, x, 2), rtol=0, atol=2e-6)
+    torch.testing.assert_close(Upscaler(model, "cpu", tile=tile).floats(x), Upscaler(model, "cpu").floats(x), rtol=0,
+                               atol=2e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_fused_image_path_rounds_exactly_like_the_float_path(model, dtype):
     """upscale's fused path (residual before the shuffle, rounding on the device) == the network, then clip/round."""
-    net = prepare(model, torch.device("cpu"), "fp32", "torch")
     peak = {np.uint8: 255, np.uint16: 65535, np.float32: 1}[dtype]
     img = np.random.default_rng(5).integers(0, 256, (19, 23, 3)).astype(dtype) * (257 if peak == 65535 else 1)
     if peak == 1:
         img /= 255
     x = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1) / np.float32(peak))[None]
     for tile in (0, 6):  # fp32 tiles sum in another order than one pass: compare like with like
-        expected = np.clip(run_tiled(net, x, 2, tile=tile)[0].numpy().transpose(1, 2, 0), 0, 1)
+        net = Upscaler(model, "cpu", "fp32", "torch", tile=tile)
+        expected = np.clip(net.floats(x)[0].numpy().transpose(1, 2, 0), 0, 1)
         if peak > 1:
             expected = np.floor(expected * np.float32(peak) + np.float32(0.5))
-        np.testing.assert_array_equal(upscale(img, net, prepared=True, tile=tile), expected.astype(dtype))
+        np.testing.assert_array_equal(net(img), expected.astype(dtype))
 
 
 def test_nan_guard_looks_at_the_values_when_their_sum_overflows(model):
@@ -109,19 +109,12 @@ def test_nan_guard_looks_at_the_values_when_their_sum_overflows(model):
     assert (upscale(img, huge) == 255).all()
 
 
-def test_prepared_copy_is_cached_and_follows_weight_changes(model):
-    from repsr.inference import prepared_model
-
-    cpu = torch.device("cpu")
+def test_upscale_follows_weight_changes(model):
     mine = copy.deepcopy(model)
-    first = prepared_model(mine, cpu, "fp32", "torch")
-    assert prepared_model(mine, cpu, "fp32", "torch") is first
-    assert prepared_model(mine, cpu, "fp64", "torch") is not first
     img = np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     before = upscale(img, mine)
     with torch.no_grad():
         mine.body[-1].bias.sub_(0.25)  # the same tensors, modified in place
-    assert prepared_model(mine, cpu, "fp32", "torch") is not first
     assert (before.astype(int) - upscale(img, mine)).mean() > 10  # 64 levels where not clipped
     with torch.inference_mode():  # inference tensors have no version counter: prepared afresh every call
         made_here = CompactSRNet(num_feat=4, num_conv=1, upscale=2)
@@ -129,7 +122,7 @@ def test_prepared_copy_is_cached_and_follows_weight_changes(model):
 
 
 def test_receptive_radius_counts_the_convs(model):
-    assert receptive_radius(model) == 5  # head + 3 body + tail
+    assert make_runner(model, "cpu").radius == 5  # head + 3 body + tail
 
 
 def test_reduced_precision_and_nan_guard(model):
@@ -147,15 +140,15 @@ def test_reduced_precision_and_nan_guard(model):
 
 def test_auto_tile_tiles_only_large_images_on_cpu():
     """One pass while the widest activation stays small; CPU_TILE tiles above the threshold; never on GPU."""
-    from repsr.inference import CPU_TILE, CPU_TILE_ABOVE_BYTES, auto_tile
+    from repsr.runtimes import CPU_TILE, CPU_TILE_ABOVE_BYTES
 
     model = CompactSRNet(num_feat=16, num_conv=2, upscale=4)  # widest conv: 3 * 4^2 = 48 channels
     side = int((CPU_TILE_ABOVE_BYTES / (48 * 4)) ** 0.5)
-    cpu = torch.device("cpu")
-    assert auto_tile(model, (1, 3, side - 8, side - 8), cpu, torch.float32) == 0
-    assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float32) == CPU_TILE
-    assert auto_tile(model, (1, 3, side + 8, side + 8), cpu, torch.float16) == 0  # half the bytes
-    assert auto_tile(model, (1, 3, 4 * side, 4 * side), torch.device("meta"), torch.float32) == 0
+    fp32, fp16 = make_runner(model, "cpu", "fp32", "torch"), make_runner(model, "cpu", "fp16", "torch")
+    assert fp32.auto_tile(side - 8, side - 8) == 0
+    assert fp32.auto_tile(side + 8, side + 8) == CPU_TILE
+    assert fp16.auto_tile(side + 8, side + 8) == 0  # half the bytes
+    assert make_runner(model, torch.device("meta"), "fp32", "torch").auto_tile(4 * side, 4 * side) == 0
 
 
 # ----------------------------------------------------------------------------- out-of-memory halving, faked on the CPU
@@ -177,21 +170,20 @@ def _oom_above(module: torch.nn.Module, too_big) -> list[tuple[int, ...]]:
 
 
 def test_out_of_memory_halves_the_tile_and_the_result_stays_the_same(model):
-    """upscale (the fused image path) and run_tiled (the float path): on out-of-memory the tile halves until it
-    fits (64 -> 32 -> 16 here) and the image is done again; the result equals the one-pass result."""
-    from repsr.inference import MIN_TILE
+    """The fused image path and the float path: on out-of-memory the tile halves until it fits (64 -> 32 -> 16
+    here) and the image is done again; the result equals the one-pass result."""
+    from repsr.tiling import MIN_TILE
 
-    net = prepare(model, torch.device("cpu"), "fp64")  # fp64: tiles are bit-identical to one pass
-    pad = receptive_radius(net)
     img = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255)[None]
-    runs = {"image": lambda m: upscale(img, m, tile=0, prepared=True), "float": lambda m: run_tiled(m, x, 2, tile=0)}
+    runs = {"image": lambda u: u(img), "float": lambda u: u.floats(x)}
     assert MIN_TILE == 16
     for name, run in runs.items():
-        expected = run(net)
-        oom_net = copy.deepcopy(net)
-        seen = _oom_above(oom_net.body[0], lambda shape: max(shape[-2:]) > MIN_TILE + 2 * pad)
-        got = run(oom_net)
+        expected = run(Upscaler(model, "cpu", "fp64", tile=0))  # fp64: tiles are bit-identical to one pass
+        oom = Upscaler(model, "cpu", "fp64", tile=0)
+        pad = oom.runner.radius
+        seen = _oom_above(oom.runner.net.body[0], lambda shape: max(shape[-2:]) > MIN_TILE + 2 * pad)  # noqa: B023
+        got = run(oom)
         if name == "float":
             assert torch.equal(got, expected)
         else:
@@ -202,39 +194,33 @@ def test_out_of_memory_halves_the_tile_and_the_result_stays_the_same(model):
 
 
 def test_out_of_memory_with_16_pixel_tiles_is_a_clear_error(model):
-    net = prepare(model, torch.device("cpu"))
-    seen = _oom_above(net.body[0], lambda shape: True)
+    net = Upscaler(model, "cpu", tile=0)
+    seen = _oom_above(net.runner.net.body[0], lambda shape: True)
     with pytest.raises(RepsrError, match="out of GPU memory even with 16-pixel tiles"):
-        upscale(np.zeros((40, 40, 3), np.uint8), net, tile=0, prepared=True)
-    pad = receptive_radius(net)
+        net(np.zeros((40, 40, 3), np.uint8))
+    pad = net.runner.radius
     assert [max(s[-2:]) for s in seen] == [40, 20 + pad, 16 + pad]  # 40 -> 20 -> 16, and not below 16
 
 
 def test_video_batches_halve_on_out_of_memory(model):
-    """The batched video path (GPU) on out-of-memory: the batch halves down to single frames, and a frame that
-    fails alone goes through upscale, whose tiles halve; every frame comes back, in order, as without it."""
-    from repsr.video import FrameUpscaler
-
-    net = prepare(model, torch.device("cpu"), "fp64")
-    pad = receptive_radius(net)
+    """The batched video path on out-of-memory: the batch halves down to single frames, and a frame that fails
+    alone goes through the image path, whose tiles halve; every frame comes back, in order, as without it."""
+    net = Upscaler(model, "cpu", "fp64", tile=0)
+    pad = net.runner.radius
     frames = np.random.default_rng(9).integers(0, 256, (7, 12, 10, 3), dtype=np.uint8)
-    expected = np.stack([upscale(f, net, tile=0, prepared=True) for f in frames])
+    expected = np.stack([net(f) for f in frames])
 
-    oom_net = copy.deepcopy(net)
-    seen = _oom_above(oom_net.body[0], lambda shape: shape[0] > 2)
-    upscaler = FrameUpscaler(oom_net, tile=0)
-    upscaler.batched = True  # what a CUDA device sets
-    np.testing.assert_array_equal(upscaler(frames), expected)
+    upscaler = Upscaler(model, "cpu", "fp64", tile=0)
+    seen = _oom_above(upscaler.runner.net.body[0], lambda shape: shape[0] > 2)
+    np.testing.assert_array_equal(upscaler.frames(frames), expected)
     # 7 fails, 3 fails, 1 and 2 run, 4 fails, 2 and 2 run
     assert [s[0] for s in seen] == [7, 3, 1, 2, 4, 2, 2]
 
     big = np.random.default_rng(10).integers(0, 256, (3, 40, 36, 3), dtype=np.uint8)
-    expected = np.stack([upscale(f, net, tile=0, prepared=True) for f in big])
-    oom_net = copy.deepcopy(net)
-    seen = _oom_above(oom_net.body[0], lambda shape: shape[0] > 1 or max(shape[-2:]) > 16 + 2 * pad)
-    upscaler = FrameUpscaler(oom_net, tile=0)
-    upscaler.batched = True
-    np.testing.assert_array_equal(upscaler(big), expected)
+    expected = np.stack([net(f) for f in big])
+    upscaler = Upscaler(model, "cpu", "fp64", tile=0)
+    seen = _oom_above(upscaler.runner.net.body[0], lambda shape: shape[0] > 1 or max(shape[-2:]) > 16 + 2 * pad)
+    np.testing.assert_array_equal(upscaler.frames(big), expected)
     assert max(seen[-1][-2:]) <= 16 + 2 * pad  # the frames were done in tiles
 
 
@@ -299,8 +285,7 @@ def test_half_levels_round_up_on_every_path(dtype):
 
     (No float32 y has y * 255 exactly k + 0.5, so the half levels are the float32 products the code computes.
     Just below 0.5 the float32 arithmetic "add 0.5, truncate" rounds 0.49999997 up: that one case is left out.)"""
-    from repsr.backends import ncnn_available, openvino_available
-    from repsr.video import FrameUpscaler
+    from repsr.runtimes import ncnn_available, openvino_available
 
     peak = 255 if dtype == np.uint8 else 65535
     values, wanted = _levels(peak)
@@ -311,9 +296,8 @@ def test_half_levels_round_up_on_every_path(dtype):
     np.testing.assert_array_equal(upscale(black, compact, backend="torch"), expected)  # fused
     np.testing.assert_array_equal(upscale(black, compact, backend="torch", tile=1), expected)  # fused, in tiles
     np.testing.assert_array_equal(upscale(black, _level_network(values, training_network=True)), expected)  # float
-    video = FrameUpscaler(prepare(compact, torch.device("cpu"), backend="torch"), tile=0)
-    video.batched = True  # the GPU's batched path: clipped and rounded on the device
-    np.testing.assert_array_equal(video(np.stack([black, black])), np.stack([expected, expected]))
+    video = Upscaler(compact, "cpu", backend="torch", tile=0)  # the batched path: clipped and rounded on the device
+    np.testing.assert_array_equal(video.frames(np.stack([black, black])), np.stack([expected, expected]))
     runtimes = [name for name, ok in (("ncnn", ncnn_available()), ("openvino", openvino_available())) if ok]
     for backend in runtimes:
         np.testing.assert_array_equal(upscale(black, compact, backend=backend), expected, err_msg=backend)

@@ -2,12 +2,14 @@
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
 _spec = importlib.util.spec_from_file_location("model_zoo", Path(__file__).parents[1] / "scripts" / "model_zoo.py")
 model_zoo = importlib.util.module_from_spec(_spec)
+sys.modules["model_zoo"] = model_zoo  # dataclasses look their module up
 _spec.loader.exec_module(model_zoo)
 
 

@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-import repsr.batch_upscale as batch_upscale
 from repsr import RepSRNet, reparameterize_model
 from repsr.archs import BLOCKS, branch_forward, build_block
 from repsr.cli import main
@@ -16,7 +15,7 @@ from repsr.errors import RepsrError
 from repsr.export import save_deploy
 from repsr.fileio import atomic_write
 from repsr.images import read_image, write_image
-from repsr.inference import prepare, run_tiled
+from repsr.inference import Upscaler
 from repsr.loading import load_model
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -52,7 +51,7 @@ def test_ctrl_c_during_upscale_keeps_only_complete_outputs(tmp_path, monkeypatch
     model = save_deploy(reparameterize_model(RepSRNet(upscale=2, num_feat=4, num_block=1)), tmp_path / "m.safetensors")
     for i in range(3):
         write_image(tmp_path / f"in{i}.png", np.full((8, 8, 3), 40 * i, np.uint8))
-    real = batch_upscale.upscale
+    real = Upscaler.__call__
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -61,7 +60,7 @@ def test_ctrl_c_during_upscale_keeps_only_complete_outputs(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_upscale, "upscale", interrupted)
+    monkeypatch.setattr(Upscaler, "__call__", interrupted)
     out = tmp_path / "out"
     code = main(["upscale", *(str(tmp_path / f"in{i}.png") for i in range(3)), "-o", str(out), "--model", str(model)])
     assert code == 130
@@ -86,9 +85,9 @@ def test_decoding_random_bytes_never_crashes(tmp_path, data):
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 50), st.integers(1, 3))
 def test_tiled_equals_untiled_for_any_size(h, w, tile, scale):
     model = randomize_bn(RepSRNet(upscale=scale, num_feat=4, num_block=2), seed=h)
-    model = prepare(reparameterize_model(model), torch.device("cpu"), "fp64")
+    model = reparameterize_model(model)
     x = torch.rand(1, 3, h, w)
-    assert torch.equal(run_tiled(model, x, scale, tile=tile), run_tiled(model, x, scale))
+    assert torch.equal(Upscaler(model, "cpu", "fp64", tile=tile).floats(x), Upscaler(model, "cpu", "fp64").floats(x))
 
 
 @FAST

@@ -189,7 +189,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path, deploy_file, dynamic):
 def test_export_cli_compact_loads_in_spandrel(tmp_path, deploy_file, capsys):
     path, model = deploy_file
     out = tmp_path / "compact.pth"
-    assert main(["export", str(path), "--compact", str(out), "--onnx", str(tmp_path / "m.onnx"), "--dynamic"]) == 0
+    assert main(["export", str(path), "--compact", str(out), "--onnx", str(tmp_path / "m.onnx")]) == 0
     assert "onnxruntime max |error|" in capsys.readouterr().out
     descriptor = import_spandrel().ModelLoader().load_from_file(str(out))
     x = torch.rand(1, 3, 10, 12)

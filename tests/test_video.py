@@ -4,7 +4,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import torch
 
 av = pytest.importorskip("av", reason="video needs PyAV (pip install 'repsr[video]'; the test extra has it)")
 
@@ -12,9 +11,9 @@ from repsr import RepSRNet, reparameterize_model  # noqa: E402
 from repsr.cli import main  # noqa: E402
 from repsr.errors import RepsrError  # noqa: E402
 from repsr.export import save_deploy  # noqa: E402
-from repsr.inference import prepare, upscale  # noqa: E402
+from repsr.inference import Upscaler, upscale  # noqa: E402
 from repsr.loading import load_model  # noqa: E402
-from repsr.video import FrameUpscaler, VideoOptions, check_options, output_container, upscale_video  # noqa: E402
+from repsr.video import VideoOptions, check_options, output_container, upscale_video  # noqa: E402
 
 MODEL = "repsr-x2-m4c16"  # the bundled x2 model: real weights, and fast on 64x48 frames
 RATE = Fraction(30000, 1001)
@@ -188,13 +187,12 @@ def test_lossless_output_equals_the_image_path(clip, tmp_path):
 def test_tiling_and_precision_as_for_images(clip):
     x = np.stack(decode(clip)[0][:3])
     net = RepSRNet(upscale=2, num_feat=8, num_block=2).eval()
-    net = prepare(reparameterize_model(net), torch.device("cpu"), "fp64")
-    whole, tiled = FrameUpscaler(net, tile=0)(x), FrameUpscaler(net, tile=7)(x)
+    net = reparameterize_model(net)
+    whole = Upscaler(net, "cpu", "fp64", tile=0).frames(x)  # no tiles: the batched path
+    tiled = Upscaler(net, "cpu", "fp64", tile=7).frames(x)
     np.testing.assert_array_equal(whole, tiled)  # fp64: tiles are bit-identical, as for images
-    np.testing.assert_array_equal(whole[1], upscale(x[1], net, prepared=True))
-    batched = FrameUpscaler(net, tile=0)
-    batched.batched = True  # the GPU's batched path, here on the CPU: the same frames
-    np.testing.assert_array_equal(batched(x), whole)
+    np.testing.assert_array_equal(whole[1], Upscaler(net, "cpu", "fp64")(x[1]))
+    np.testing.assert_array_equal(np.stack([Upscaler(net, "cpu", "fp64", tile=0)(f) for f in x]), whole)
 
 
 def test_mkv_copies_subtitles_and_keeps_variable_frame_rate(tmp_path):
@@ -233,10 +231,10 @@ def test_full_range_input_stays_full_range(tmp_path):
 def test_containers_and_codecs(tmp_path):
     clip = tmp_path / "c.mkv"
     make_clip(clip, frames=6, audio=None)
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     for name, codec in (("c.webm", "vp9"), ("c.mov", "h265"), ("c.gif", "gif")):
         result = upscale_video(clip, tmp_path / name, model, VideoOptions(codec=codec, preset="ultrafast"
-                               if codec == "h265" else None), tag="t")
+                               if codec == "h265" else None), mark="repsr upscale x2 (t)")
         frames, _, _ = decode(result.output, colorspace=None, color_range=None)
         assert result.frames == len(frames) == 6 and frames[0].shape == (96, 128, 3), name
     # the container changes only where it cannot hold the codec
@@ -248,7 +246,7 @@ def test_containers_and_codecs(tmp_path):
 
 
 def test_audio_the_container_cannot_take_is_reencoded(clip, tmp_path):
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     result = upscale_video(clip, tmp_path / "c.webm", model)  # WebM takes Opus/Vorbis, not AAC
     assert any("re-encoded to Opus" in n for n in result.notes)
     _, seconds, stream = packets(result.output, "audio")
@@ -271,13 +269,13 @@ def test_every_frame_of_a_partial_last_batch_is_kept(tmp_path, batch):
     make_clip(clip, frames=7, audio="aac")  # audio packets interleave with the frames
     src_frames, src_times, _ = decode(clip)
     assert len(src_frames) == 7
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     result = upscale_video(clip, tmp_path / "seven_x2.mkv", model, VideoOptions(codec="ffv1", batch=batch))
     frames, times, _ = decode(result.output, colorspace=None, color_range=None)
     assert result.frames == len(frames) == 7
     np.testing.assert_allclose(times, src_times, atol=1e-3)
     for got, src in zip(frames, src_frames, strict=True):
-        np.testing.assert_array_equal(got, upscale(src, model, prepared=True))
+        np.testing.assert_array_equal(got, model(src))
 
 
 @pytest.mark.parametrize("audio", ["pcm_s16le", "aac"])
@@ -287,7 +285,7 @@ def test_reencoded_audio_keeps_every_sample(tmp_path, audio):
     the end (about 20 ms lost) shows."""
     clip = tmp_path / f"in.{'mkv' if audio.startswith('pcm') else 'mp4'}"
     make_clip(clip, frames=7, audio=audio)
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     result = upscale_video(clip, tmp_path / "out.webm", model, VideoOptions(preset="8"))
     assert any(f"({audio}) re-encoded to Opus" in n for n in result.notes), result.notes
     _, _, stream = packets(result.output, "audio")
@@ -298,32 +296,30 @@ def test_reencoded_audio_keeps_every_sample(tmp_path, audio):
     assert decoded_samples(result.output) == expected
 
 
-@pytest.mark.xfail(strict=True, raises=RepsrError,
-                   reason="MP4 takes PCM at the header but fails at the trailer ('unsupported channel layout 2 "
-                          "channels'): repsr neither re-encodes it to AAC nor finishes the file")
 def test_pcm_audio_into_mp4_is_reencoded_to_aac_and_keeps_its_samples(tmp_path):
     """PCM audio (here from MKV) into MP4: the output is written, its audio (AAC, or PCM if MP4 can hold it) decodes
     to at least every input sample and at most one AAC frame (1024 samples) of end padding more."""
     clip = tmp_path / "pcm.mkv"
     make_clip(clip, frames=7, audio="pcm_s16le")
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     result = upscale_video(clip, tmp_path / "pcm_x2.mp4", model, VideoOptions(preset="ultrafast"))
     expected = decoded_samples(clip)
     assert expected <= decoded_samples(result.output) < expected + 1024
+    assert any("re-encoded to AAC" in note for note in result.notes)  # MP4 takes PCM at the header, fails at the end
 
 
 def test_odd_sizes_are_cropped_for_yuv420(tmp_path):
     clip = tmp_path / "odd.mkv"
     make_clip(clip, frames=2, size=(33, 25), vcodec="ffv1", pix_fmt="yuv444p", audio=None)
     x3 = save_deploy(reparameterize_model(RepSRNet(upscale=3, num_feat=4, num_block=1)), tmp_path / "x3.safetensors")
-    result = upscale_video(clip, tmp_path / "odd_x3.mp4", prepare(load_model(x3), torch.device("cpu")))
+    result = upscale_video(clip, tmp_path / "odd_x3.mp4", Upscaler(x3, "cpu"))
     assert decode(result.output)[0][0].shape == (74, 98, 3)  # 75x99 -> even
     assert any("cropped" in n for n in result.notes)
 
 
 def test_interrupted_run_leaves_no_output(clip, tmp_path, monkeypatch, capsys):
     calls = []
-    real = FrameUpscaler.__call__
+    real = Upscaler.frames
 
     def interrupted(self, frames):
         calls.append(1)
@@ -331,7 +327,7 @@ def test_interrupted_run_leaves_no_output(clip, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(self, frames)
 
-    monkeypatch.setattr(FrameUpscaler, "__call__", interrupted)
+    monkeypatch.setattr(Upscaler, "frames", interrupted)
     out = tmp_path / "out"
     assert main(["upscale", str(clip), "-o", str(out), "--model", MODEL]) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -339,12 +335,12 @@ def test_interrupted_run_leaves_no_output(clip, tmp_path, monkeypatch, capsys):
 
 
 def test_failing_encoder_leaves_no_output(clip, tmp_path, monkeypatch, capsys):
-    import repsr.video as video
+    from repsr.video import colour
 
     def broken(*args, **kwargs):
         raise av.FFmpegError(22, "Invalid argument")
 
-    monkeypatch.setattr(video._Job, "_encode_frame", broken)
+    monkeypatch.setattr(colour.FrameEncoder, "__call__", broken)
     out = tmp_path / "out"
     assert main(["upscale", str(clip), "-o", str(out), "--model", MODEL]) == 1
     err = capsys.readouterr().err
@@ -382,7 +378,7 @@ def test_video_options_are_checked_first(tmp_path):
         check_options(VideoOptions(codec="h264", pix_fmt="rgb24"))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     with pytest.raises(RepsrError, match="bad.mp4: not a readable video"):
         upscale_video(bad, tmp_path / "o.mp4", model)
     assert not (tmp_path / "o.mp4").exists()
@@ -400,7 +396,7 @@ def test_ten_bit_input_stays_ten_bit_with_h265(tmp_path):
     clip = tmp_path / "deep.mkv"
     make_clip(clip, frames=3, audio=None, vcodec="libx265", pix_fmt="yuv420p10le",
               options={"x265-params": "log-level=error", "preset": "ultrafast"})
-    model = prepare(load_model(MODEL), torch.device("cpu"))
+    model = Upscaler(MODEL, "cpu")
     result = upscale_video(clip, tmp_path / "deep_x2.mkv", model, VideoOptions(codec="h265", preset="ultrafast"))
     with av.open(str(result.output)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"

@@ -13,7 +13,6 @@ Each output is written under a temporary name and renamed, existing outputs are 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import os
 import signal
@@ -27,18 +26,11 @@ from tqdm import tqdm
 
 from .errors import RepsrError
 from .fileio import make_output_folder
-from .images import IMAGE_EXTENSIONS, read_image, software_tag, write_image
-from .inference import pick_device, prepare, upscale
+from .images import IMAGE_EXTENSIONS, read_image, write_image
+from .inference import Upscaler
 from .loading import load_model
-from .video import (
-    OUTPUT_MARK,
-    VIDEO_EXTENSIONS,
-    VideoOptions,
-    check_options,
-    is_repsr_output,
-    is_video,
-    output_container,
-)
+from .marks import VIDEO_EXTENSIONS, is_earlier_output, output_mark
+from .video.codecs import VideoOptions, check_options, is_video, output_container
 
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
 DEFAULT_SUFFIX = "_x{scale}"
@@ -53,12 +45,20 @@ class UpscaleReport:
     earlier_outputs: list[Path] = field(default_factory=list)  # found in folders/globs, left alone
     interrupted: bool = False
 
-
-def is_earlier_output(path: Path) -> bool:
-    """Whether ``path`` was written by ``repsr upscale`` (PNG/JPEG software tag, video stream tag)."""
-    if is_video(path):
-        return is_repsr_output(path)
-    return (software_tag(path) or "").startswith(OUTPUT_MARK)
+    def summary(self, out_dir: str | os.PathLike | None) -> str:
+        """The last line ``repsr upscale`` prints."""
+        videos = f" ({self.videos} video{'s' * (self.videos != 1)})" if self.videos else ""
+        parts = [f"{len(self.done)} upscaled{videos}"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped (output exists; --overwrite to redo)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.earlier_outputs:
+            n = len(self.earlier_outputs)
+            parts.append(f"{n} earlier output{'s' * (n != 1)} of repsr in the inputs left alone")
+        if self.interrupted:
+            return f"repsr: interrupted; {', '.join(parts)}; finished outputs are complete"
+        return f"{', '.join(parts)} -> {out_dir if out_dir is not None else 'beside the inputs'}"
 
 
 def collect_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
@@ -148,28 +148,70 @@ def stop_on_signals():
             signal.signal(sig, previous)
 
 
-def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_spec: str, scale: int | None = None,
-                  tile: int | None = None, precision: str = "fp32", device: str = "auto", overwrite: bool = False,
-                  fmt: str = "png", progress: bool | None = None, suffix: str | None = None,
-                  video: VideoOptions | None = None, backend: str = "auto") -> UpscaleReport:
-    """Upscale every image and video of ``inputs`` into ``out_dir`` (None: beside each input).
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """What ``repsr upscale`` does with its inputs (the command line's options)."""
 
-    Outputs are named ``NAME{suffix}.EXT`` (``suffix`` default ``_x{scale}``; an empty suffix only
-    with an ``out_dir`` that holds no input). ``video`` sets codec, quality, batch size.
-    """
-    out_root = Path(out_dir) if out_dir is not None else None
+    model: str  # a bundled model's name or a model file
+    out_dir: str | os.PathLike | None = None  # None: beside each input
+    scale: int | None = None  # must match the model's when given
+    tile: int | None = None  # LR tile size; None: the fastest for the runtime, 0: never tile
+    precision: str = "fp32"
+    device: str = "auto"
+    backend: str = "auto"
+    overwrite: bool = False
+    fmt: str = "png"  # "png", or "input": the input's format
+    progress: bool | None = None  # None: a bar when stderr is a terminal
+    suffix: str | None = None  # None: _x{scale}
+    video: VideoOptions = field(default_factory=VideoOptions)
+
+
+class _Claims:
+    """The outputs of this run, each claimed by one input; none may be an input, a folder or another's output."""
+
+    def __init__(self, inputs: list[Path], overwrite: bool, report: UpscaleReport) -> None:
+        self.input_ids = {i for i in map(_file_id, inputs) if i is not None}
+        self.overwrite, self.report = overwrite, report
+        self.owner: dict[Path, Path] = {}
+
+    def check(self, src: Path, dst: Path) -> bool:
+        """Whether to write ``dst`` for ``src``: False if it exists and is kept (``src`` is then claimed and counts
+        as skipped); a refused output raises. ``claim`` it once the input has been read."""
+        if dst in self.owner and self.owner[dst] != src:
+            raise RepsrError(f"its output {dst.name} is also the output of {self.owner[dst]}")
+        if _file_id(dst) in self.input_ids:
+            raise RepsrError(f"its output {dst} is one of the inputs; originals are never replaced "
+                             "(choose another --suffix or -o)")
+        if dst.is_dir():
+            raise RepsrError(f"output {dst} is a folder")
+        if self.overwrite or not os.path.lexists(dst):
+            return True
+        self.claim(src, dst)
+        self.report.skipped.append(src)
+        return False
+
+    def claim(self, src: Path, dst: Path) -> None:
+        self.owner[dst] = src
+
+
+def upscale_files(inputs: list[str], options: UpscaleOptions) -> UpscaleReport:
+    """Upscale every image and video of ``inputs`` (files, folders, globs) as ``options`` say.
+
+    Outputs are named ``NAME{suffix}.EXT`` (``suffix`` default ``_x{scale}``; an empty suffix only with an output
+    folder that holds no input). A file that fails is reported and the others go on; Ctrl-C, SIGTERM and SIGHUP
+    stop the run with the finished outputs complete and no partial one."""
+    o = options
+    out_root = Path(o.out_dir) if o.out_dir is not None else None
     if out_root is not None:
         make_output_folder(out_root)
-    if tile is not None and tile < 0:
-        raise RepsrError(f"--tile must be >= 0 (0: the whole image), got {tile}")
-    video = dataclasses.replace(video or VideoOptions(), tile=tile)
-    check_options(video)
-    model = load_model(model_spec)
-    if scale is not None and scale != model.upscale:
-        raise RepsrError(f"{model_spec}: model is x{model.upscale}, but --scale is {scale}")
-    name_suffix = expand_suffix(suffix, model.upscale)
-
-    files, report_missing, earlier = collect_inputs(inputs)
+    if o.tile is not None and o.tile < 0:
+        raise RepsrError(f"--tile must be >= 0 (0: the whole image), got {o.tile}")
+    check_options(o.video)
+    model = load_model(o.model)
+    if o.scale is not None and o.scale != model.upscale:
+        raise RepsrError(f"{o.model}: model is x{model.upscale}, but --scale is {o.scale}")
+    name_suffix = expand_suffix(o.suffix, model.upscale)
+    files, missing, earlier = collect_inputs(inputs)
     if not name_suffix:
         if out_root is None:
             raise RepsrError("--suffix '': without -o the outputs go beside their inputs and would take their "
@@ -178,30 +220,15 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
             if _same_folder(src.parent, out_root):
                 raise RepsrError(f"--suffix '': {src} is in the output folder {out_root}, so its output would take "
                                  "its name; give -o another folder or a non-empty suffix")
-    model = prepare(model, pick_device(device), precision, backend)
-    tag = Path(model_spec).name if Path(model_spec).is_file() else str(model_spec)
-    software = f"{OUTPUT_MARK} x{model.upscale} ({tag})"
-
-    report = UpscaleReport(failed=list(report_missing), earlier_outputs=earlier)
-    for path, reason in report_missing:
+    upscaler = Upscaler(model, o.device, o.precision, o.backend, o.tile)
+    mark = output_mark(upscaler.scale, Path(o.model).name if Path(o.model).is_file() else str(o.model))
+    report = UpscaleReport(failed=list(missing), earlier_outputs=earlier)
+    for path, reason in missing:
         print(f"repsr: {path}: {reason}", file=sys.stderr)
-    inputs_ids = {i for i in map(_file_id, files) if i is not None}
-    claimed: dict[Path, Path] = {}
+    claims = _Claims(files, o.overwrite, report)
     ready_folders: set[Path] = set()
-    show = sys.stderr.isatty() if progress is None else progress
+    show = sys.stderr.isatty() if o.progress is None else o.progress
     bar = tqdm(files, desc="upscale", unit="file", disable=not show or len(files) < 2, file=sys.stderr)
-
-    def target(src: Path, dst: Path) -> bool:
-        """Check ``dst`` for ``src``: raise if refused, False if it exists and is kept."""
-        if dst in claimed and claimed[dst] != src:
-            raise RepsrError(f"its output {dst.name} is also the output of {claimed[dst]}")
-        if _file_id(dst) in inputs_ids:
-            raise RepsrError(f"its output {dst} is one of the inputs; originals are never replaced "
-                             "(choose another --suffix or -o)")
-        if dst.is_dir():
-            raise RepsrError(f"output {dst} is a folder")
-        return overwrite or not os.path.lexists(dst)
-
     try:
         with stop_on_signals():
             for src in bar:
@@ -211,35 +238,21 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
                         make_output_folder(folder)
                         ready_folders.add(folder)
                     if is_video(src):
-                        ext, _ = output_container(src, video.codec)
-                        dst = folder / (src.stem + name_suffix + ext)
-                        if not target(src, dst):
-                            claimed[dst] = src
-                            report.skipped.append(src)
+                        dst = folder / (src.stem + name_suffix + output_container(src, o.video.codec)[0])
+                        if claims.check(src, dst):
+                            claims.claim(src, dst)  # a video is long: claimed before it is read
+                            _upscale_video(src, dst, upscaler, o.video, show, mark)
+                            report.videos += 1
+                            report.done.append(src)
+                    elif claims.check(src, dst := output_path(src, folder, o.fmt, False, name_suffix)):
+                        img = read_image(src)  # an image is claimed once it reads
+                        sixteen = img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS
+                        if sixteen and not claims.check(src, dst := output_path(src, folder, o.fmt, True,
+                                                                                name_suffix)):
                             continue
-                        claimed[dst] = src  # a video is long: claimed before, an image once it is read
-                        _upscale_video(src, dst, model, video, show, tag)
-                        report.videos += 1
+                        claims.claim(src, dst)
+                        write_image(dst, upscaler(img), software=mark)
                         report.done.append(src)
-                        continue
-                    dst = output_path(src, folder, fmt, False, name_suffix)
-                    if not target(src, dst):
-                        claimed[dst] = src
-                        report.skipped.append(src)
-                        continue
-                    img = read_image(src)
-                    if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
-                        dst = output_path(src, folder, fmt, True, name_suffix)
-                        if not target(src, dst):
-                            claimed[dst] = src
-                            report.skipped.append(src)
-                            continue
-                    claimed[dst] = src
-                    out = upscale(img, model, tile=tile, prepared=True)
-                    if img.dtype == np.uint16 and dst.suffix.lower() not in SIXTEEN_BIT_FORMATS:
-                        out = (out // 257).astype(np.uint8)
-                    write_image(dst, out, software=software)
-                    report.done.append(src)
                 except RepsrError as e:
                     message = str(e)
                     message = message if message.startswith(str(src)) else f"{src}: {message}"
@@ -252,10 +265,10 @@ def upscale_files(inputs: list[str], out_dir: str | os.PathLike | None, model_sp
     return report
 
 
-def _upscale_video(src: Path, dst: Path, model, options: VideoOptions, show: bool, tag: str) -> None:
+def _upscale_video(src: Path, dst: Path, upscaler: Upscaler, options: VideoOptions, show: bool, mark: str) -> None:
     from .video import upscale_video
 
-    result = upscale_video(src, dst, model, options, progress="bar" if show else "lines", tag=tag)
+    result = upscale_video(src, dst, upscaler, options, progress="bar" if show else "lines", mark=mark)
     for note in result.notes:
         tqdm.write(f"repsr: {src}: note: {note}", file=sys.stderr)
     rate = result.frames / result.seconds if result.seconds > 0 else 0.0

@@ -75,11 +75,11 @@ class Result:
     runs: list[float] = field(default_factory=list)  # seconds per batch, every timed round
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` (e.g. ``180x320``) as (H, W)."""
+def parse_size(text: str, option: str = "--input") -> tuple[int, int]:
+    """``HxW`` (e.g. ``180x320``) as (H, W), both positive."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or min(int(m.group(1)), int(m.group(2))) < 1:
-        raise RepsrError(f"--input: expected HxW such as 180x320, got {text!r}")
+        raise RepsrError(f"{option} {text!r}: expected HxW with positive whole numbers, e.g. 180x320")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -176,19 +176,19 @@ def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 def _repsr_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device, precision: str):
     """``repsr upscale``'s path for a Compact network: uint8 HWC images through the prepared runtime."""
     from .archs.networks import CompactSRNet
-    from .inference import prepared_model, upscale
+    from .inference import Upscaler
 
     if not isinstance(model, CompactSRNet):
         return None
     batch, channels, h, w = shape
     images = [np.random.default_rng(i).integers(0, 256, (h, w, channels), dtype=np.uint8) for i in range(batch)]
-    prepared = prepared_model(model, device, precision)
-    return lambda: [upscale(img, prepared, tile=0, prepared=True) for img in images]
+    upscaler = Upscaler(model, device, precision, tile=0)
+    return lambda: [upscaler(img) for img in images]
 
 
 def run_bench(names: list[str], options: BenchOptions) -> list[Result]:
     """Build every candidate, warm each up, time them in turns, and measure their memory one by one."""
-    from .inference import pick_device
+    from .runtimes import pick_device
 
     device = pick_device(options.device)
     ntire = options.protocol == "ntire"

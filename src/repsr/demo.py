@@ -22,7 +22,6 @@ from .data import HRFolder, TrainPatches
 from .errors import RepsrError
 from .export import save_deploy
 from .images import write_image
-from .inference import prepare
 from .loading import load_deploy
 from .reparam import max_merge_error, reparameterize_model
 from .speed import time_forward
@@ -110,7 +109,7 @@ def run_demo(out: Path, scale: int = 4, num_feat: int = 16, num_block: int = 4, 
     frame = torch.rand(1, 3, 180, 320)
     with branch_forward(model):  # the multi-branch network as trained, not its online-merged form
         t_train = time_forward(model, frame, repeat=5)
-    t_deploy = time_forward(prepare(deploy, torch.device("cpu")), frame.to(memory_format=torch.channels_last),
+    t_deploy = time_forward(deploy.to(memory_format=torch.channels_last), frame.to(memory_format=torch.channels_last),
                             repeat=5)
     print(f"speed, 180x320 -> {180 * scale}x{320 * scale} on CPU: training net {t_train * 1e3:.1f} ms, "
           f"merged net {t_deploy * 1e3:.1f} ms, speed-up {t_train / t_deploy:.2f}x")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .data import SRDataset, default_cache_dir, open_dataset
 from .degradation import parse_degradations
 from .errors import RepsrError
 from .images import to_rgb, write_image
-from .inference import pick_device, prepare, upscale
+from .inference import Upscaler
 from .loading import load_model
 from .metrics import psnr, ssim
 from .resize import imresize
@@ -62,16 +60,17 @@ def resolve_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Pa
     raise RepsrError(f"{spec}: no such folder")
 
 
-def super_resolve(model: nn.Module | str, lr: np.ndarray, scale: int) -> np.ndarray:
-    """SR of one uint8 LR image with ``"bicubic"`` or a network (already on its device, in eval mode)."""
+def super_resolve(model: Upscaler | str, lr: np.ndarray, scale: int) -> np.ndarray:
+    """SR of one uint8 LR image with ``"bicubic"`` or an :class:`~repsr.inference.Upscaler`."""
     if isinstance(model, str):
         return imresize(lr, scale)
-    return upscale(lr, model, prepared=True)
+    return model(lr)
 
 
-def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path | None = None,
+def evaluate_dataset(model: Upscaler | str, dataset: SRDataset, save_dir: Path | None = None,
                      progress: bool = True, round_y: bool = False) -> dict:
-    """PSNR/SSIM (Y channel, crop = scale) of ``model`` on every image of ``dataset``."""
+    """PSNR/SSIM (Y channel, crop = scale) of ``model`` (an Upscaler, or ``"bicubic"``) on every image of
+    ``dataset``."""
     scale = dataset.scale
     per_image = []
     for i in tqdm(range(len(dataset)), desc=dataset.label, disable=not progress, file=sys.stderr, leave=False):
@@ -101,8 +100,8 @@ def evaluate_dataset(model: nn.Module | str, dataset: SRDataset, save_dir: Path 
     }
 
 
-def load_eval_model(spec: str, scale: int | None, device: torch.device) -> tuple[nn.Module | str, int]:
-    """The network (prepared on ``device``) or ``"bicubic"``, and the scale: ``scale`` or the model's own."""
+def load_eval_model(spec: str, scale: int | None, device: str | torch.device = "auto") -> tuple[Upscaler | str, int]:
+    """An Upscaler of the model on ``device``, or ``"bicubic"``; and the scale: ``scale`` or the model's own."""
     if spec == "bicubic":
         if scale is None:
             raise RepsrError("--model bicubic needs --scale (a model file knows its own scale)")
@@ -110,33 +109,39 @@ def load_eval_model(spec: str, scale: int | None, device: torch.device) -> tuple
     model = load_model(spec)
     if scale is not None and model.upscale != scale:
         raise RepsrError(f"{spec}: model is x{model.upscale}, but --scale is {scale}")
-    return prepare(model, device), int(model.upscale)
+    return Upscaler(model, device), int(model.upscale)
 
 
-def run_eval_cli(args: argparse.Namespace) -> int:
-    if args.scale is not None and args.scale < 1:
-        raise RepsrError(f"--scale must be >= 1, got {args.scale}")
-    device = pick_device(args.device)
-    cache = None if args.cache_dir == "none" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    folders = [resolve_dataset(d, args.data_root) for d in args.data]  # every set checked before any work
-    degradations = parse_degradations(args.degradation, args.degradation_seed)
-    model, scale = load_eval_model(args.model, args.scale, device)
-    datasets = [open_dataset(f, scale, cache, degradation) for f in folders for degradation in degradations]
-    if not args.json:
+def run_eval(model: str, data: list[str], scale: int | None = None, data_root: str | None = None,
+             degradations: list[str] | None = None, degradation_seed: int = 0, device: str = "auto",
+             cache_dir: str | None = None, save_images: str | None = None, round_y: bool = False,
+             as_json: bool = False) -> list[dict]:
+    """``repsr eval``: every test set (and named degradation of it) scored and printed as a table or JSON lines.
+    ``cache_dir``: where LR images are cached (None: the default; "none": nowhere)."""
+    if scale is not None and scale < 1:
+        raise RepsrError(f"--scale must be >= 1, got {scale}")
+    cache = None if cache_dir == "none" else Path(cache_dir) if cache_dir else default_cache_dir()
+    folders = [resolve_dataset(d, data_root) for d in data]  # every set checked before any work
+    parsed = parse_degradations(degradations, degradation_seed)
+    net, scale = load_eval_model(model, scale, device)
+    datasets = [open_dataset(f, scale, cache, degradation) for f in folders for degradation in parsed]
+    if not as_json:
         print(f"{'dataset':<16} {'LR':<28} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>8}")
+    results = []
     for ds in datasets:
-        save_dir = None
-        if args.save_images:
-            save_dir = Path(args.save_images) / ds.label.replace(" ", "_")
+        folder = None
+        if save_images:
+            folder = Path(save_images) / ds.label.replace(" ", "_")
             try:
-                save_dir.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise RepsrError(f"{save_dir}: cannot create folder ({e.strerror or e})") from None
-        result = evaluate_dataset(model, ds, save_dir, progress=sys.stderr.isatty(), round_y=args.round_y)
-        if args.json:
+                raise RepsrError(f"{folder}: cannot create folder ({e.strerror or e})") from None
+        result = evaluate_dataset(net, ds, folder, progress=sys.stderr.isatty(), round_y=round_y)
+        results.append(result)
+        if as_json:
             print(json.dumps(result), flush=True)
         else:
             lr = ds.degradation.label if ds.degradation else "bicubic"
             print(f"{ds.name:<16} {lr:<28} {'x' + str(scale):>5} {result['images']:>6} "
                   f"{result['psnr']:>8.2f} {result['ssim']:>8.4f}", flush=True)
-    return 0
+    return results

@@ -113,3 +113,23 @@ def check_onnx(model: CompactSRNet, path: str | os.PathLike, shape: tuple[int, .
     with torch.no_grad():
         expected = model.float().cpu().eval()(x).numpy()
     return float(abs(session.run(None, {"input": x.numpy()})[0] - expected).max())
+
+
+def channels_text(channels: int) -> str:
+    return {1: "one channel (gray or Y)", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels} channels")
+
+
+def onnx_report(model: CompactSRNet, path: Path, static: tuple[int, int] | None) -> list[str]:
+    """What ``repsr export --onnx`` says of the file it wrote: its error against PyTorch and its input and output."""
+    c, s = model.num_in_ch, model.upscale
+    shape: list = [1, c, *static] if static else ["N", c, "H", "W"]
+    try:
+        names = {"batch": "N", "height": "H", "width": "W"}
+        shape = [names.get(d, d) if isinstance(d, str) else d for d in onnx_input_shape(path)]
+        note = f"; onnxruntime max |error| {check_onnx(model, path, (1, c, *static) if static else (2, c, 37, 45)):.1e}"
+    except ImportError:
+        note = " (install repsr[onnx] to verify it)"
+    out = [d * s if isinstance(d, int) else f"{s}{d}" for d in shape[2:]]
+    return [f"wrote {path}{note}",
+            f"  input: float32[{','.join(map(str, shape))}] {channels_text(c)} in [0,1]; "
+            f"output: float32[{shape[0]},{model.num_out_ch},{out[0]},{out[1]}]"]

@@ -212,3 +212,36 @@ def check_ncnn(model: CompactSRNet, param: str | os.PathLike, weights: str | os.
     if got.shape != expected.shape:
         raise RepsrError(f"{param}: ncnn output has shape {got.shape}, expected {expected.shape}")
     return float(np.abs(got - expected).max())
+
+
+def ncnn_report(model: CompactSRNet, folder: Path, name: str, param: Path, weights: Path) -> list[str]:
+    """What ``repsr export --ncnn`` says of the files it wrote: their error against PyTorch, the blobs, and how
+    realesrgan-ncnn-vulkan and Upscayl take them (with what they cannot do)."""
+    import shlex
+
+    from .export import channels_text
+
+    c, s = model.num_in_ch, model.upscale
+    try:
+        note = f"; ncnn max |error| {check_ncnn(model, param, weights, (1, c, 37, 45)):.1e}"
+    except ImportError:
+        note = " (install repsr[ncnn] to verify it)"
+    lines = [f"wrote {param} + {weights.name} (fp32){note}",
+             f"  input blob {INPUT_BLOB!r}: float32 CHW {channels_text(c)} in [0,1]; output blob {OUTPUT_BLOB!r}: x{s}",
+             f"  realesrgan-ncnn-vulkan -i in.png -o out.png -m {shlex.quote(str(folder))} -n {name} -s {s}"]
+    notes = []
+    if folder.resolve().name == "models":
+        lines.append(f"  Upscayl: Settings > Add Custom Models > select this 'models' folder; then pick {name!r}")
+    else:
+        notes.append("Upscayl accepts only a folder named 'models', and realesrgan-ncnn-vulkan needs 'models' "
+                     "in its -m path: put the two files in such a folder")
+    if c != 3 or model.num_out_ch != 3:
+        notes.append(f"{c}-channel input: realesrgan-ncnn-vulkan and Upscayl feed RGB, so only your own ncnn "
+                     "code can run this model")
+    if model.num_conv + 2 > 10:
+        notes.append(f"realesrgan-ncnn-vulkan and Upscayl overlap tiles by 10 px and this network sees "
+                     f"{model.num_conv + 2} px, so tile seams can differ slightly from one pass "
+                     "(as with Real-ESRGAN's own Compact models)")
+    if len(f"{folder}/{name}.param") > 255:
+        notes.append("realesrgan-ncnn-vulkan cuts model paths at 255 characters: use a shorter -m path")
+    return lines + [f"  note: {text}" for text in notes]

@@ -97,3 +97,42 @@ def closest_name(name: str, candidates: Iterable[str]) -> str | None:
         return by_key[key(name)]
     close = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.6)
     return by_key[close[0]] if close else None
+
+
+def models_table() -> str:
+    """What ``repsr models`` prints: the bundled models with their PSNR/SSIM on the clean test sets and the mean
+    over the degraded ones, bicubic's beside, and what inputs each is for."""
+    import numpy as np
+
+    models = bundled_models()
+    if not models:
+        return "no bundled models"
+    sets = ordered_sets({name for m in models for name in m.clean_results})
+    degraded = any(m.degraded_results for m in models)
+    columns = sets + (["degraded (mean)"] if degraded else [])
+    width = 26
+    lines = [(f"{'':<22} {'':>5} {'':>6} {'':>4}" + "".join(f"  {s:<{width}}" for s in columns)).rstrip(),
+             (f"{'model':<22} {'scale':>5} {'size':>6} {'KiB':>4}" + f"  {'PSNR/SSIM':<14}{'bicubic':<12}"
+              * len(columns) + "  for").rstrip()]
+    for m in models:
+        cells = [m.results.get(s) for s in sets]
+        if degraded:
+            rows = list(m.degraded_results.values())
+            cells.append({key: float(np.mean([r[key] for r in rows])) for key in rows[0]} if rows else None)
+        text = ""
+        for r in cells:
+            cell = "-"
+            if r:
+                cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}"
+                if "bicubic_psnr" in r:
+                    cell += f"  {r['bicubic_psnr']:.2f}/{r['bicubic_ssim']:.4f}"
+            text += f"  {cell:<{width}}"
+        default = " (default)" if m.name == DEFAULT_MODEL else ""
+        kib = m.path.stat().st_size / 1024
+        lines.append(f"{m.name:<22} {'x' + str(m.scale):>5} {m.size:>6} {kib:>4.0f}{text}  {INPUTS[m.inputs]}"
+                     f"{default}")
+    lines.append("PSNR (dB) / SSIM on the Y channel, border crop = scale (repsr eval); bicubic: MATLAB imresize. "
+                 + ("degraded: mean over Set14 and B100 with the LR degraded by JPEG q40, noise 10 + JPEG q60, blur "
+                    "1 + JPEG q60 and the real-world pipeline (repsr eval --degradation standard). " if degraded
+                    else "") + "Recipes: MODEL_ZOO.md")
+    return "\n".join(lines)

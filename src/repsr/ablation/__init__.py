@@ -13,7 +13,7 @@ The BN study (:mod:`.bn_study`) compares, for a BN model trained without the swi
 switch, and saves crops and difference maps where they differ most.
 """
 
-from .bn_study import bn_study
+from .bn_study import bn_study, run_scale
 from .record import RunRecord
 from .report import write_report
 from .running import run_ablation, run_dir, run_variant
@@ -21,5 +21,5 @@ from .spec import AblationSpec, BNStudySpec, Variant, open_test_set, read_spec, 
 from .statistics import last_quarter_gain, summarize, verdict
 
 __all__ = ["AblationSpec", "BNStudySpec", "RunRecord", "Variant", "bn_study", "last_quarter_gain", "open_test_set",
-           "read_spec", "run_ablation", "run_dir", "run_variant", "spec_seeds", "summarize", "variant_config",
-           "verdict", "write_report"]
+           "read_spec", "run_ablation", "run_dir", "run_scale", "run_variant", "spec_seeds", "summarize",
+           "variant_config", "verdict", "write_report"]

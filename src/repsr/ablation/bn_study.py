@@ -21,6 +21,16 @@ from ..metrics import psnr
 from ..reparam import reparameterize_model
 
 
+def run_scale(run: Path) -> int:
+    """The scale of a training run folder (its config.yml)."""
+    import yaml
+
+    config = run / "config.yml"
+    if not config.is_file():
+        raise RepsrError(f"{run}: not a training run folder (no config.yml)")
+    return int(yaml.safe_load(config.read_text())["scale"])
+
+
 def _run_name(run: Path) -> str:
     """``variant/seed_N`` for a study's run folder, else the folder's name."""
     return f"{run.parent.name}/{run.name}" if run.name.startswith("seed_") else run.name

@@ -13,7 +13,7 @@ from ..bn import has_batchnorm
 from ..data import default_cache_dir, open_dataset
 from ..errors import RepsrError
 from ..evaluate import evaluate_dataset
-from ..inference import prepare
+from ..inference import Upscaler
 from ..loading import load_deploy
 from ..speed import conv_flops
 from ..training import Trainer
@@ -46,9 +46,10 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     deploy, _ = load_deploy(out / "model_deploy.safetensors")
     channels = model.config["num_in_ch"]
     sets = {}
+    upscaler = Upscaler(deploy, trainer.device)
     for name in spec.test_sets:
         ds = open_test_set(config, name)
-        r = evaluate_dataset(prepare(deploy, trainer.device), ds, progress=False)
+        r = evaluate_dataset(upscaler, ds, progress=False)
         sets[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
     record = RunRecord(
         name=variant.name, label=variant.label or variant.name, seed=seed, block=config.network.block,

@@ -20,8 +20,7 @@ from ..data import SRDataset
 from ..evaluate import evaluate_dataset, super_resolve
 from ..export import save_deploy
 from ..fileio import atomic_write
-from ..inference import prepare
-from ..modes import eval_mode
+from ..inference import Upscaler
 from ..reparam import reparameterize_model
 from .run_state import RunLog
 
@@ -41,20 +40,20 @@ def validate(models: dict[str, nn.Module], val_sets: list[SRDataset], log: RunLo
              bn_phase: str | None, best: dict[str, float], save_images: int) -> dict[str, Any]:
     """PSNR/SSIM of each model on each set (logged, kept in ``best``), and sample images to TensorBoard."""
     entry: dict[str, Any] = {"iteration": iteration, "bn_phase": bn_phase}
-    for which, model in models.items():
-        with eval_mode(model):
-            for ds in val_sets:
-                r = evaluate_dataset(model, ds, progress=False)
-                entry[f"{which}/{ds.label}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
-                log.scalar(f"val_{which}/{ds.label}/psnr", r["psnr"], iteration)
-                log.scalar(f"val_{which}/{ds.label}/ssim", r["ssim"], iteration)
-                best[f"{which}/{ds.label}"] = max(best.get(f"{which}/{ds.label}", -1.0), r["psnr"])
+    upscalers = {which: Upscaler(model, next(model.parameters()).device) for which, model in models.items()}
+    for which, upscaler in upscalers.items():
+        for ds in val_sets:
+            r = evaluate_dataset(upscaler, ds, progress=False)
+            entry[f"{which}/{ds.label}"] = {"psnr": r["psnr"], "ssim": r["ssim"]}
+            log.scalar(f"val_{which}/{ds.label}/psnr", r["psnr"], iteration)
+            log.scalar(f"val_{which}/{ds.label}/ssim", r["ssim"], iteration)
+            best[f"{which}/{ds.label}"] = max(best.get(f"{which}/{ds.label}", -1.0), r["psnr"])
     if log.writer is not None and val_sets:
         ds = val_sets[0]
-        with eval_mode(models["ema" if "ema" in models else "raw"]) as model:
-            for i in range(min(save_images, len(ds))):
-                sr = super_resolve(model, ds[i].lr, ds.scale)
-                log.writer.add_image(f"val/{ds[i].name}", sr, iteration, dataformats="HW" if sr.ndim == 2 else "HWC")
+        upscaler = upscalers["ema" if "ema" in upscalers else "raw"]
+        for i in range(min(save_images, len(ds))):
+            sr = super_resolve(upscaler, ds[i].lr, ds.scale)
+            log.writer.add_image(f"val/{ds[i].name}", sr, iteration, dataformats="HW" if sr.ndim == 2 else "HWC")
     summary = ", ".join(f"{k} {v['psnr']:.2f}/{v['ssim']:.4f}" for k, v in entry.items() if isinstance(v, dict))
     log.log(f"validation at {iteration} ({entry['bn_phase'] or 'no'} BN): {summary}")
     return entry
@@ -67,9 +66,9 @@ def export_and_score(model: nn.Module, which: str, out: Path, val_sets: list[SRD
     deploy_path = save_deploy(deploy, out / "model_deploy.safetensors",
                               param_key="params_ema" if which == "ema" else "params")
     results = {**header, "model": which, "deploy": deploy_path.name, "datasets": {}}
-    deploy = prepare(deploy, device)
+    upscaler = Upscaler(deploy, device)
     for ds in val_sets:
-        ours = evaluate_dataset(deploy, ds, progress=False)
+        ours = evaluate_dataset(upscaler, ds, progress=False)
         bicubic = evaluate_dataset("bicubic", ds, progress=False)
         results["datasets"][ds.label] = {"psnr": ours["psnr"], "ssim": ours["ssim"], "images": ours["images"],
                                          "bicubic_psnr": bicubic["psnr"], "bicubic_ssim": bicubic["ssim"],
