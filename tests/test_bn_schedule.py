@@ -179,7 +179,7 @@ def test_resume_after_the_switch_with_frozen_affine_is_bit_exact(images, tmp_pat
     overrides = {"train.total_iter": 12, "train.bn.switch": 4, "train.bn.train_affine": False, "checkpoint.every": 2}
     straight = Trainer(tiny(images, **overrides), tmp_path / "straight")
     straight.run()
-    assert len(straight.frozen_affine) == len(bn_affine_params(straight.model)) == 3 * 2 * 2  # 6 BNs' weight, bias
+    assert len(straight.bn.frozen_affine) == len(bn_affine_params(straight.model)) == 3 * 2 * 2  # 6 BNs' weight, bias
 
     killed = tmp_path / "killed"
     shutil.copytree(tmp_path / "straight", killed)

@@ -125,7 +125,7 @@ def test_population_phase_after_switch_and_frozen_affine(images, tmp_path):
     trainer.run()
     bn = trainer.model.blocks[0].paths[0].bn
     assert bn.phase == "population"
-    frozen = dict(trainer.frozen_affine)
+    frozen = dict(trainer.bn.frozen_affine)
     assert frozen and all(torch.equal(p, frozen[p]) for p in (bn.weight, bn.bias))
 
 

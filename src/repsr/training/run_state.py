@@ -21,9 +21,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config
 from ..errors import RepsrError
 from ..fileio import atomic_write
@@ -150,22 +151,34 @@ def set_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Checkpoint files in ``ckpt_dir``, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CHECKPOINT_RE.search(p.name))]
-    return [p for _, p in sorted(found)]
+class CheckpointFolder:
+    """DIR/checkpoints: the run's checkpoints oldest first, the newest that reads, and saving with pruning."""
 
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder, self.keep = folder, keep
 
-def newest_readable(candidates: list[Path], ckpt_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
-    """The newest checkpoint that reads, logging the ones skipped (a write cut short, a damaged disk)."""
-    for path in reversed(candidates):
-        try:
-            return path, read_checkpoint(path)
-        except RepsrError as e:
-            log(f"skipping unreadable checkpoint: {e}")
-    raise RepsrError(f"{ckpt_dir}: no readable checkpoint to resume from")
+    def paths(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := CHECKPOINT_RE.search(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def newest(self, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+        """The newest checkpoint that reads, logging the ones skipped (a write cut short, a damaged disk)."""
+        for path in reversed(self.paths()):
+            try:
+                return path, read_checkpoint(path)
+            except RepsrError as e:
+                log(f"skipping unreadable checkpoint: {e}")
+        raise RepsrError(f"{self.folder}: no readable checkpoint to resume from")
+
+    def save(self, name: str, model: nn.Module, ema_model: nn.Module | None, prune: bool, **state: Any) -> Path:
+        """Write checkpoint ``name`` atomically; with ``prune``, keep only the newest ``keep`` iteration checkpoints."""
+        path = save_checkpoint(self.folder / name, model, ema_model, **state)
+        if prune:
+            for old in self.paths()[: -self.keep]:
+                old.unlink(missing_ok=True)
+        return path
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

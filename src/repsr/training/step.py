@@ -34,9 +34,9 @@ def lr_factor(config: Config, iteration: int) -> float:
 class TrainStep:
     """Adam (fused: one kernel over the many small parameters of RepSR blocks) with warm-up and schedule."""
 
-    def __init__(self, model: nn.Module, config: Config, device: torch.device) -> None:
-        self.model, self.grad_clip = model, config.train.grad_clip
-        self.net = model  # the trainer swaps in the DDP-wrapped or compiled network once it exists
+    def __init__(self, model: nn.Module, net: nn.Module, config: Config, device: torch.device) -> None:
+        """``net`` is what the loss calls: ``model`` itself, or wrapped by DDP and/or torch.compile."""
+        self.model, self.net, self.grad_clip = model, net, config.train.grad_clip
         opt = config.train.optimizer
         self.optimizer = torch.optim.Adam(model.parameters(), lr=opt.lr, betas=tuple(opt.betas),
                                           weight_decay=opt.weight_decay, fused=device.type in ("cpu", "cuda"))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..archs.networks import RepSRNet
 from ..bn import get_bn_phase, set_bn_sync
-from ..checkpoint import model_from_checkpoint, save_checkpoint
+from ..checkpoint import model_from_checkpoint
 from ..config import Config
 from ..data import TrainPatches, default_cache_dir, open_dataset
 from ..degradation import EvalDegradation
@@ -40,9 +40,9 @@ class Trainer:
         self.config, self.out = config, Path(out)
         self.dist = run_state.Distributed(config.device)
         self.device = self.dist.device
-        self.ckpt_dir = self.out / "checkpoints"
+        self.checkpoints = run_state.CheckpointFolder(self.out / "checkpoints", config.checkpoint.keep)
         self.run_log = run_state.RunLog(self.out, self.dist.main)  # before _load, whose messages belong in it
-        existing = self.checkpoints()
+        existing = self.checkpoints.paths()
         run_state.prepare_run_folder(self.out, config, existing, resume, self.dist.main)
         self.dist.barrier()
         run_state.set_determinism(config.deterministic)
@@ -53,18 +53,24 @@ class Trainer:
         self.model = RepSRNet(upscale=config.scale, num_feat=n.num_feat, num_block=n.num_block, num_in_ch=channels,
                               block=n.block, expand=n.expand).to(self.device)
         set_bn_sync(self.model, config.train.bn.sync)
+        net: nn.Module = self.model  # what the step calls: DDP-wrapped over several processes, compiled if asked
+        if self.dist.world > 1:
+            net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.train.compile:
+            net = torch.compile(net)
         self.ema = ModelEMA(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
-        self.step = TrainStep(self.model, config, self.device)
+        self.step = TrainStep(self.model, net, config, self.device)
         b = config.train.bn
         self.bn = BNSchedule(self.model, self.ema, self._stats_batches, b.recompute_batches, b.train_affine,
-                             config.switch_iteration(), self.log)
+                             config.switch_iteration(), self.run_log.log)
         self.iteration = 0
         self.stopped_early = False  # by train.max_seconds or SIGTERM
         self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
         if existing:
-            self._load(existing)
+            self._load()
 
         d = config.data.train
         cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
@@ -79,40 +85,15 @@ class Trainer:
         self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment,
                                     "rgb" if self.degraded else config.data.color, config.seed)
         self.on_device = DevicePatches(self.patches, self.device) if d.on_device else None
-        self.net = self.model
-        if self.dist.world > 1:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if config.train.compile:
-            self.net = torch.compile(self.net)
-        self.step.net = self.net
         if self.patches.skipped:
             names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
-            self.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
+            self.run_log.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
                      f"{d.lr_patch}: {names}")
         self.run_log.open_tensorboard(config.logger.tensorboard, self.iteration)
 
-    @property
-    def frozen_affine(self) -> list[tuple[Tensor, Tensor]]:
-        return self.bn.frozen_affine
-
-    @property
-    def log_file(self) -> Path:
-        return self.run_log.file
-
-    def log(self, message: str) -> None:
-        self.run_log.log(message)
-
-    def scalar(self, name: str, value: float) -> None:
-        self.run_log.scalar(name, value, self.iteration)
-
     # ------------------------------------------------------------------ checkpoints
-    def checkpoints(self) -> list[Path]:
-        """Checkpoint files in DIR/checkpoints, oldest first."""
-        return run_state.list_checkpoints(self.ckpt_dir)
-
-    def _load(self, candidates: list[Path]) -> None:
-        path, payload = run_state.newest_readable(candidates, self.ckpt_dir, self.log)
+    def _load(self) -> None:
+        path, payload = self.checkpoints.newest(self.run_log.log)
         saved = model_from_checkpoint(payload, use_ema=False, source=str(path))
         if saved.config != self.model.config:
             raise RepsrError(f"{path}: network {saved.config} does not match the config's {self.model.config}")
@@ -127,31 +108,23 @@ class Trainer:
         self.train_iterations = payload.get("train_iterations", 0)
         self.history, self.best = payload.get("history", []), payload.get("best", {})
         self.bn.load_frozen(payload.get("frozen_affine", []), self.device, str(path))
-        self.log(f"resumed from {path} at iteration {self.iteration} (BN phase: {get_bn_phase(self.model)})")
+        self.run_log.log(f"resumed from {path} at iteration {self.iteration} (BN phase: {get_bn_phase(self.model)})")
 
     def save(self, tag: str | None = None) -> Path | None:
         if not self.dist.main:
             return None
-        name = tag or f"iter_{self.iteration:08d}.pth"
-        path = save_checkpoint(
-            self.ckpt_dir / name, self.model, self.ema.module if self.ema else None,
-            iteration=self.iteration, optimizer=self.step.optimizer.state_dict(),
+        return self.checkpoints.save(
+            tag or f"iter_{self.iteration:08d}.pth", self.model, self.ema.module if self.ema else None,
+            prune=tag is None, iteration=self.iteration, optimizer=self.step.optimizer.state_dict(),
             scheduler=self.step.scheduler.state_dict(), rng=run_state.rng_state(self.device),
             config=self.config.to_dict(), history=self.history, best=self.best, train_seconds=self.train_seconds,
             train_iterations=self.train_iterations, frozen_affine=self.bn.frozen_state())
-        if tag is None:
-            for old in self.checkpoints()[: -self.config.checkpoint.keep]:
-                old.unlink(missing_ok=True)
-        return path
 
     # ------------------------------------------------------------------ BN and validation
     def _stats_batches(self, count: int) -> Iterator[Tensor]:
         """``count`` training batches of a fixed, separate stream (this rank's share), LR only."""
         return stats_batches(self.patches, self.on_device, self.config.data.train.batch_size, self.config.seed,
                              self.device, count, self.dist.rank, self.dist.world, self.degraded)
-
-    def switch_bn(self) -> None:
-        self.bn.switch(self.iteration)
 
     def eval_model(self, which: str) -> nn.Module:
         """The raw or EMA model as validated and merged (see :func:`.validation.eval_model`)."""
@@ -180,7 +153,8 @@ class Trainer:
         if not self.dist.any(stop.requested or (limit > 0 and time.perf_counter() - started >= limit)):
             return False
         reason = "SIGTERM" if stop.requested else f"train.max_seconds ({limit:g} s)"
-        self.log(f"stopping at iteration {self.iteration} of {self.config.train.total_iter}: {reason}; finishing")
+        self.run_log.log(f"stopping at iteration {self.iteration} of {self.config.train.total_iter}: {reason}; "
+                         "finishing")
         self.stopped_early = True
         return True
 
@@ -195,14 +169,14 @@ class Trainer:
                    desc=c.name, file=sys.stderr)
         self.model.train()
         if self.iteration == 0:
-            self.log(f"training {c.name}: x{c.scale} M{c.network.num_block}C{c.network.num_feat} "
+            self.run_log.log(f"training {c.name}: x{c.scale} M{c.network.num_block}C{c.network.num_feat} "
                      f"'{c.network.block}' blocks, {total} iterations, BN switch at {self.bn.switch_at}, "
                      f"{self.patches.num_images} images, device {self.device}, world size {self.dist.world}")
         window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
         started = time.perf_counter()
         while self.iteration < total:
             if self.bn.due(self.iteration):
-                self.switch_bn()
+                self.bn.switch(self.iteration)
             step_start = time.perf_counter()
             loss = self.step.loss(next(stream))
             if not torch.isfinite(loss):
@@ -239,12 +213,10 @@ class Trainer:
 
     def _report(self, loss: float, rate: float) -> None:
         lr, phase = self.step.lr, get_bn_phase(self.model)
-        self.log(f"iter {self.iteration}/{self.config.train.total_iter} loss {loss:.5f} lr {lr:.2e} "
+        self.run_log.log(f"iter {self.iteration}/{self.config.train.total_iter} loss {loss:.5f} lr {lr:.2e} "
                  f"{rate:.2f} it/s BN {phase or '-'}")
-        self.scalar("train/loss", loss)
-        self.scalar("train/lr", lr)
-        self.scalar("train/it_per_s", rate)
-        self.scalar("train/bn_population", float(phase == "population"))
+        for name, value in (("loss", loss), ("lr", lr), ("it_per_s", rate), ("bn_population", phase == "population")):
+            self.run_log.scalar(f"train/{name}", float(value), self.iteration)
 
     def finish(self) -> dict[str, Any]:
         """Final validation, the deploy file and results.json (rank 0)."""
