@@ -148,7 +148,7 @@ def test_switch_in_training_sets_every_bn_to_exact_population_statistics(images,
     at_switch = copy.deepcopy(trainer.model)
     at_switch.load_state_dict(_checkpoint(tmp_path, 7)["params"])
     assert get_bn_phase(at_switch) == "batch"
-    measured = list(stats_batches(trainer.patches, None, 4, config.seed, torch.device("cpu"), 3))
+    measured = list(stats_batches(trainer.data.patches, None, 4, config.seed, torch.device("cpu"), 3))
     assert len(measured) == 3 and all(b.shape == (4, 3, 12, 12) for b in measured)
     expected = _population_stats(at_switch, measured)
     assert len(expected) == 3 * 2  # 3 blocks of 2 paths

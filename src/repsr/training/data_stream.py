@@ -7,15 +7,16 @@ them on the device; :func:`batches` turns keys into batches (on the device, or t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import Config
-from ..data import TrainPatches, augment, color_convert
-from ..degradation import DegradationConfig, SecondOrderDegradation
+from ..data import TrainPatches, augment, color_convert, default_cache_dir, open_dataset
+from ..degradation import DegradationConfig, EvalDegradation, SecondOrderDegradation
 from ..errors import RepsrError
 from ..images import PEAKS
 from ..metrics import rgb2ycbcr
@@ -137,3 +138,39 @@ def stats_batches(patches: TrainPatches, on_device: DevicePatches | None, batch_
     for _ in range(count):
         batch = _read(patches, next(keys_iter), on_device, device)
         yield (degraded(batch) if degraded else batch)["lr"]
+
+
+class TrainingData:
+    """A config's training and validation sets on this rank, and the two batch streams drawn from the training
+    set: the training stream (from an iteration on) and the fixed stream population statistics are measured on."""
+
+    def __init__(self, config: Config, device: torch.device, rank: int = 0, world: int = 1,
+                 log: Callable[[str], None] = print) -> None:
+        d, v = config.data.train, config.data.val
+        cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
+        train_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in d.paths]
+        self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir, degradation)
+                         for degradation in [None, *(EvalDegradation(n, v.degradation_seed) for n in v.degradations)]
+                         for p in v.paths]
+        # the real-world model degrades RGB patches and converts colour after (DegradedBatches)
+        self.degraded = (DegradedBatches(d.degradation, config.scale, config.seed, config.data.color)
+                         if d.degradation is not None else None)
+        self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment,
+                                    "rgb" if self.degraded else config.data.color, config.seed)
+        self.on_device = DevicePatches(self.patches, device) if d.on_device else None
+        self.config, self.device, self.rank, self.world = config, device, rank, world
+        if self.patches.skipped:
+            names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
+            log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch {d.lr_patch}: "
+                f"{names}")
+
+    def stream(self, start: int) -> Iterator[dict[str, Tensor]]:
+        """The training batches from iteration ``start`` on (this rank's share of each)."""
+        keys = BatchKeys(len(self.patches), self.config.data.train.batch_size, self.config.seed, start, self.rank,
+                         self.world)
+        return batches(self.patches, keys, self.config, self.device, self.on_device, self.degraded)
+
+    def stats(self, count: int) -> Iterator[Tensor]:
+        """``count`` LR batches of the fixed statistics stream (this rank's share)."""
+        return stats_batches(self.patches, self.on_device, self.config.data.train.batch_size, self.config.seed,
+                             self.device, count, self.rank, self.world, self.degraded)

@@ -72,6 +72,23 @@ class StopRequest:
     requested: bool = False  # set by SIGTERM while the loop runs
 
 
+class StopRule:
+    """When a run stops before its last iteration: past ``max_seconds`` of loop time (0: never) or on SIGTERM. With
+    several ranks they decide together, every 10 iterations."""
+
+    def __init__(self, max_seconds: float, dist: Distributed, request: StopRequest) -> None:
+        self.limit, self.dist, self.request = max_seconds, dist, request
+        self.started = time.perf_counter()
+
+    def reason(self, iteration: int) -> str | None:
+        if self.dist.world > 1 and iteration % 10:
+            return None
+        late = self.limit > 0 and time.perf_counter() - self.started >= self.limit
+        if not self.dist.any(self.request.requested or late):
+            return None
+        return "SIGTERM" if self.request.requested else f"train.max_seconds ({self.limit:g} s)"
+
+
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[StopRequest]:
     """While the training loop runs, SIGTERM asks it to stop after the current iteration and finish (write its
@@ -127,6 +144,12 @@ class RunLog:
     def scalar(self, name: str, value: float, iteration: int) -> None:
         if self.writer is not None:
             self.writer.add_scalar(name, value, iteration)
+
+    def progress(self, iteration: int, total: int, loss: float, lr: float, rate: float, phase: str | None) -> None:
+        """A progress line (loss, learning rate, it/s, BN phase), also as TensorBoard scalars."""
+        self.log(f"iter {iteration}/{total} loss {loss:.5f} lr {lr:.2e} {rate:.2f} it/s BN {phase or '-'}")
+        for name, value in (("loss", loss), ("lr", lr), ("it_per_s", rate), ("bn_population", phase == "population")):
+            self.scalar(f"train/{name}", float(value), iteration)
 
 
 def prepare_run_folder(out: Path, config: Config, existing: list[Path], resume: bool, main: bool) -> None:

@@ -11,25 +11,22 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from ..archs.networks import RepSRNet
 from ..bn import get_bn_phase, set_bn_sync
 from ..checkpoint import model_from_checkpoint
 from ..config import Config
-from ..data import TrainPatches, default_cache_dir, open_dataset
-from ..degradation import EvalDegradation
 from ..ema import ModelEMA
 from ..errors import RepsrError
 from . import run_state, validation
 from .bn_schedule import BNSchedule
-from .data_stream import BatchKeys, DegradedBatches, DevicePatches, batches, stats_batches
+from .data_stream import TrainingData
 from .step import TrainStep
 
 
@@ -47,23 +44,12 @@ class Trainer:
         self.dist.barrier()
         run_state.set_determinism(config.deterministic)
 
-        torch.manual_seed(config.seed)
-        channels = 1 if config.data.color == "y" else 3
-        n = config.network
-        self.model = RepSRNet(upscale=config.scale, num_feat=n.num_feat, num_block=n.num_block, num_in_ch=channels,
-                              block=n.block, expand=n.expand).to(self.device)
-        set_bn_sync(self.model, config.train.bn.sync)
-        net: nn.Module = self.model  # what the step calls: DDP-wrapped over several processes, compiled if asked
-        if self.dist.world > 1:
-            net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if config.train.compile:
-            net = torch.compile(net)
+        self.model, net = build_networks(config, self.dist)
         self.ema = ModelEMA(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
         self.step = TrainStep(self.model, net, config, self.device)
         b = config.train.bn
-        self.bn = BNSchedule(self.model, self.ema, self._stats_batches, b.recompute_batches, b.train_affine,
-                             config.switch_iteration(), self.run_log.log)
+        self.bn = BNSchedule(self.model, self.ema, lambda count: self.data.stats(count), b.recompute_batches,
+                             b.train_affine, config.switch_iteration(), self.run_log.log)
         self.iteration = 0
         self.stopped_early = False  # by train.max_seconds or SIGTERM
         self.train_seconds, self.train_iterations = 0.0, 0  # time in training steps only (not validation)
@@ -72,23 +58,7 @@ class Trainer:
         if existing:
             self._load()
 
-        d = config.data.train
-        cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
-        train_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in d.paths]
-        v = config.data.val
-        self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir, degradation)
-                         for degradation in [None, *(EvalDegradation(n, v.degradation_seed) for n in v.degradations)]
-                         for p in v.paths]
-        # the real-world model degrades RGB patches and converts colour after (DegradedBatches)
-        self.degraded = (DegradedBatches(d.degradation, config.scale, config.seed, config.data.color)
-                         if d.degradation is not None else None)
-        self.patches = TrainPatches(train_sets, d.lr_patch, d.repeat, d.augment,
-                                    "rgb" if self.degraded else config.data.color, config.seed)
-        self.on_device = DevicePatches(self.patches, self.device) if d.on_device else None
-        if self.patches.skipped:
-            names = ", ".join(s.hr_files[i].name for s, i in self.patches.skipped)
-            self.run_log.log(f"skipping {len(self.patches.skipped)} training images smaller than the LR patch "
-                     f"{d.lr_patch}: {names}")
+        self.data = TrainingData(config, self.device, self.dist.rank, self.dist.world, self.run_log.log)
         self.run_log.open_tensorboard(config.logger.tensorboard, self.iteration)
 
     # ------------------------------------------------------------------ checkpoints
@@ -121,20 +91,15 @@ class Trainer:
             train_iterations=self.train_iterations, frozen_affine=self.bn.frozen_state())
 
     # ------------------------------------------------------------------ BN and validation
-    def _stats_batches(self, count: int) -> Iterator[Tensor]:
-        """``count`` training batches of a fixed, separate stream (this rank's share), LR only."""
-        return stats_batches(self.patches, self.on_device, self.config.data.train.batch_size, self.config.seed,
-                             self.device, count, self.dist.rank, self.dist.world, self.degraded)
-
     def eval_model(self, which: str) -> nn.Module:
         """The raw or EMA model as validated and merged (see :func:`.validation.eval_model`)."""
         model = self.model if which == "raw" else self.ema.module
-        return validation.eval_model(model, which, lambda: self._stats_batches(self.config.train.bn.recompute_batches))
+        return validation.eval_model(model, which, lambda: self.data.stats(self.config.train.bn.recompute_batches))
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         models = {which: self.eval_model(which) for which in (("raw", "ema") if self.ema else ("raw",))}
-        entry = validation.validate(models, self.val_sets, self.run_log, self.iteration, get_bn_phase(self.model),
+        entry = validation.validate(models, self.data.val_sets, self.run_log, self.iteration, get_bn_phase(self.model),
                                     self.best, self.config.data.val.save_images)
         self.history.append(entry)
         return entry
@@ -142,38 +107,23 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         """Train to ``train.total_iter`` (or until ``train.max_seconds`` or SIGTERM), then :meth:`finish`."""
-        with run_state.stop_on_sigterm() as stop:
-            return self._run(stop)
+        with run_state.stop_on_sigterm() as request:
+            return self._run(run_state.StopRule(self.config.train.max_seconds, self.dist, request))
 
-    def _stop_now(self, started: float, stop: run_state.StopRequest) -> bool:
-        """Whether to stop after this iteration; with several ranks they agree every 10 iterations."""
-        if self.dist.world > 1 and self.iteration % 10:
-            return False
-        limit = self.config.train.max_seconds
-        if not self.dist.any(stop.requested or (limit > 0 and time.perf_counter() - started >= limit)):
-            return False
-        reason = "SIGTERM" if stop.requested else f"train.max_seconds ({limit:g} s)"
-        self.run_log.log(f"stopping at iteration {self.iteration} of {self.config.train.total_iter}: {reason}; "
-                         "finishing")
-        self.stopped_early = True
-        return True
-
-    def _run(self, stop: run_state.StopRequest) -> dict[str, Any]:
+    def _run(self, stop: run_state.StopRule) -> dict[str, Any]:
         c = self.config
         total = c.train.total_iter
-        keys = BatchKeys(len(self.patches), c.data.train.batch_size, c.seed, self.iteration,
-                         self.dist.rank, self.dist.world)
-        stream = batches(self.patches, keys, c, self.device, self.on_device, self.degraded)
+        stream = self.data.stream(self.iteration)
         show = c.logger.progress if c.logger.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.iteration, disable=not (show and self.dist.main), dynamic_ncols=True,
                    desc=c.name, file=sys.stderr)
         self.model.train()
         if self.iteration == 0:
             self.run_log.log(f"training {c.name}: x{c.scale} M{c.network.num_block}C{c.network.num_feat} "
-                     f"'{c.network.block}' blocks, {total} iterations, BN switch at {self.bn.switch_at}, "
-                     f"{self.patches.num_images} images, device {self.device}, world size {self.dist.world}")
+                             f"'{c.network.block}' blocks, {total} iterations, BN switch at {self.bn.switch_at}, "
+                             f"{self.data.patches.num_images} images, device {self.device}, world size "
+                             f"{self.dist.world}")
         window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
-        started = time.perf_counter()
         while self.iteration < total:
             if self.bn.due(self.iteration):
                 self.bn.switch(self.iteration)
@@ -191,8 +141,8 @@ class Trainer:
             self.train_iterations += 1
             window_count += 1
             if self.iteration % c.logger.print_every == 0 or self.iteration == total:
-                rate = window_count / (time.perf_counter() - window_start)
-                self._report(window_loss / window_count, rate)
+                self.run_log.progress(self.iteration, c.train.total_iter, window_loss / window_count, self.step.lr,
+                                      window_count / (time.perf_counter() - window_start), get_bn_phase(self.model))
                 bar.set_postfix(loss=f"{window_loss / window_count:.4f}")
                 window_loss, window_start, window_count = 0.0, time.perf_counter(), 0
             if c.data.val.every and self.iteration % c.data.val.every == 0 and self.iteration < total:
@@ -203,7 +153,9 @@ class Trainer:
             if saved:
                 self.save()
                 self.dist.barrier()
-            if self.iteration < total and self._stop_now(started, stop):
+            if self.iteration < total and (reason := stop.reason(self.iteration)):
+                self.run_log.log(f"stopping at iteration {self.iteration} of {total}: {reason}; finishing")
+                self.stopped_early = True
                 if not saved:
                     self.save()
                     self.dist.barrier()
@@ -211,28 +163,38 @@ class Trainer:
         bar.close()
         return self.finish()
 
-    def _report(self, loss: float, rate: float) -> None:
-        lr, phase = self.step.lr, get_bn_phase(self.model)
-        self.run_log.log(f"iter {self.iteration}/{self.config.train.total_iter} loss {loss:.5f} lr {lr:.2e} "
-                 f"{rate:.2f} it/s BN {phase or '-'}")
-        for name, value in (("loss", loss), ("lr", lr), ("it_per_s", rate), ("bn_population", phase == "population")):
-            self.run_log.scalar(f"train/{name}", float(value), self.iteration)
-
     def finish(self) -> dict[str, Any]:
         """Final validation, the deploy file and results.json (rank 0)."""
         results: dict[str, Any] = {}
         if self.dist.main:
-            if self.val_sets:
+            if self.data.val_sets:
                 self.validate()
             which = "ema" if self.ema else "raw"
             header = {"name": self.config.name, "scale": self.config.scale, "iterations": self.iteration,
                       "total_iter": self.config.train.total_iter, "stopped_early": self.stopped_early}
-            results = validation.export_and_score(self.eval_model(which), which, self.out, self.val_sets, self.device,
-                                                  self.run_log, header)
+            results = validation.export_and_score(self.eval_model(which), which, self.out, self.data.val_sets,
+                                                  self.device, self.run_log, header)
         if self.run_log.writer is not None:
             self.run_log.writer.close()
         self.dist.barrier()
         return results
+
+
+def build_networks(config: Config, dist: run_state.Distributed) -> tuple[RepSRNet, nn.Module]:
+    """The training network on its device, and what the step calls: it, or it wrapped by DDP over several processes
+    and compiled if asked (wrapped once, before the step is built)."""
+    torch.manual_seed(config.seed)
+    n = config.network
+    model = RepSRNet(upscale=config.scale, num_feat=n.num_feat, num_block=n.num_block,
+                     num_in_ch=1 if config.data.color == "y" else 3, block=n.block, expand=n.expand).to(dist.device)
+    set_bn_sync(model, config.train.bn.sync)
+    net: nn.Module = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda"
+                                                  else None)
+    if config.train.compile:
+        net = torch.compile(net)
+    return model, net
 
 
 def train(config: Config, out: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
