@@ -1,4 +1,4 @@
-"""Bicubic baselines on Set5/Set14/B100 against the literature's MATLAB values -> docs/bicubic_baselines.md.
+"""Bicubic baselines on Set5/Set14/B100 against the literature's MATLAB values -> results/bicubic_baselines.md.
 
 Usage: python scripts/bicubic_baselines.py [DATASETS_ROOT]   (default: ../shared/datasets)
 """
@@ -46,7 +46,7 @@ variant matches them a little more closely in SSIM (BasicSR's unrounded Y gives 
 | set | scale | literature (MATLAB) | repsr, BasicSR Y | difference | repsr, MATLAB Y (`--round-y`) | difference |
 |---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
-    out = Path(__file__).parents[1] / "docs"
+    out = Path(__file__).parents[1] / "results"
     (out / "bicubic_baselines.md").write_text(text)
     (out / "bicubic_baselines.json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)

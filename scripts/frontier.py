@@ -1,6 +1,6 @@
 """The speed/quality frontier: repsr's plain VGG-style nets against the efficient SR networks people pick instead.
 
-    python scripts/frontier.py                  # this machine's CPU: 2 threads, fp32 -> docs/studies/frontier/
+    python scripts/frontier.py                  # this machine's CPU: 2 threads, fp32 -> results/studies/frontier/
     python scripts/frontier.py --device cuda --out DIR [--precision fp16]   # a GPU (scripts/gpu_run.py runs it)
 
 Every network is timed here with `repsr bench` (random weights, x4, 180x320 LR -> 1280x720, candidates in turns);
@@ -25,15 +25,15 @@ from repsr.peers import PEERS
 from repsr.plots import scatter_svg
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "docs" / "studies" / "frontier"
+OUT = ROOT / "results" / "frontier"
 NETWORKS = ["m4c8", "m4c16", "m4c32", "m6c40", "m10c32", "m16c64", "fsrcnn", "carn_m", "imdn", "rfdn", "rlfn",
             "span", "span28", "safmn", "edsr_baseline", "swinir_light"]
 PLAIN = {"m4c8", "m4c16", "m4c32", "m6c40", "m10c32", "m16c64"}
 FIGURE_SETS = ("Set5", "B100")
 # our own trained plain nets (x4, the 291-image set, CPU budgets): (size, where the numbers are, variant or None)
-OURS = [("m4c8", ROOT / "docs" / "studies" / "x4_m4c8" / "ablation.json", "plain"),
+OURS = [("m4c8", ROOT / "results" / "studies" / "x4_m4c8" / "ablation.json", "plain"),
         ("m4c16", ROOT / "src" / "repsr" / "models" / "repsr-x4-m4c16.safetensors", None),
-        ("m10c32", ROOT / "docs" / "studies" / "x4_m10c32" / "ablation.json", "plain")]
+        ("m10c32", ROOT / "results" / "studies" / "x4_m10c32" / "ablation.json", "plain")]
 
 
 def our_points() -> dict[str, dict]:

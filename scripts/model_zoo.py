@@ -8,7 +8,7 @@ if it has finished), evaluated next to bicubic on Set5/Set14/B100 and on the sta
 copied to src/repsr/models/NAME.safetensors with its recipe and results in the file's metadata. A bundled
 model whose metadata lacks some of these results is scored again (its weights untouched).
 
-docs/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
+results/model_zoo/NAME.json keeps what MODEL_ZOO.md is written from: the run's validation curve and, per
 training budget and recipe, the results of every model bundled so far (the one being replaced is added
 before it is overwritten). The studies that trained a zoo recipe add their points on each pass; the
 budget a published number needs is projected from the current recipe's points only.
@@ -46,7 +46,7 @@ from repsr.training import train
 from repsr.zoo import INPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORDS = ROOT / "docs" / "model_zoo"
+RECORDS = ROOT / "results" / "model_zoo"
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ DEGRADED_SETS = tuple(f"{s} {d}" for d in STANDARD for s in ("Set14", "B100"))
 PUBLISHED_LABEL = "ECBSR-M4C16, DIV2K (ETDS, CVPR 2023)"
 PUBLISHED = {4: {"Set5": 30.87, "Set14": 27.80, "B100": 27.06}, 2: {"Set5": 37.18, "Set14": 32.79, "B100": 31.61}}
 # Studies that trained a zoo recipe at another budget: (study folder, variant); each run's config says which recipe.
-STUDIES = {"repsr-x4-m4c16": [(ROOT / "docs" / "studies" / "x4_m4c16", "repsr"),
-                              (ROOT / "docs" / "studies" / "x4_m4c16_lr4e-3", "repsr_nobn")],
-           "repsr-x2-m4c16": [(ROOT / "docs" / "studies" / "x2_m4c16_budget", "zoo_10k")]}
+STUDIES = {"repsr-x4-m4c16": [(ROOT / "results" / "studies" / "x4_m4c16", "repsr"),
+                              (ROOT / "results" / "studies" / "x4_m4c16_lr4e-3", "repsr_nobn")],
+           "repsr-x2-m4c16": [(ROOT / "results" / "studies" / "x2_m4c16_budget", "zoo_10k")]}
 
 
 def run_curve(out: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -332,8 +332,8 @@ def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]])
              "further by a named, seeded degradation (`repsr eval --degradation`). Two kinds of model:", "",
              *(f"- **{kind}**: {text}" for kind, text in INPUTS.items()), "",
              "Why the bicubic recipes (block, learning rate, LR patch and batch, compared over seeds at equal "
-             "iterations and at equal CPU time): [docs/studies/x4_m4c16/study.md](docs/studies/x4_m4c16/study.md). "
-             "Why the real-world recipe: [docs/studies/x4_real_recipe](docs/studies/x4_real_recipe/ablation.md); "
+             "iterations and at equal CPU time): [results/studies/x4_m4c16/study.md](results/studies/x4_m4c16/study.md). "
+             "Why the real-world recipe: [results/studies/x4_real_recipe](results/studies/x4_real_recipe/ablation.md); "
              "what the two kinds do to real photos: [docs/real_world.md](docs/real_world.md).", ""]
     all_results = {entry.name: json.loads(meta["results"]) for entry, meta, _ in rows}
     for entry, meta, record in rows:
@@ -376,7 +376,7 @@ def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]])
                 tmp.write_text(svg)
             switch_note = " (dashed: the BN switch)" if record.get("switch") else ""
             lines += [f"Validation PSNR of the EMA weights during training{switch_note}: "
-                      f"![curve](docs/model_zoo/{name}_psnr.svg)", ""]
+                      f"![curve](results/model_zoo/{name}_psnr.svg)", ""]
         if entry.inputs == "clean":
             lines += budget_lines(name, scale, record)
     with atomic_write(ROOT / "MODEL_ZOO.md") as tmp:

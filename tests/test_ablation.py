@@ -165,8 +165,8 @@ def _differences(saved, now, path=""):
 @pytest.mark.parametrize("spec_path", sorted((ROOT / "specs").glob("study_*.yml")), ids=lambda p: p.stem)
 def test_committed_study_runs_are_what_their_spec_trains_today(spec_path):
     """A study in git continues from a fresh clone only if its spec still produces its runs' configs, whatever
-    the shared preset has become since (specs/study_X.yml writes docs/studies/X)."""
-    spec, out = read_spec(spec_path), ROOT / "docs" / "studies" / spec_path.stem.removeprefix("study_")
+    the shared preset has become since (specs/study_X.yml writes results/studies/X)."""
+    spec, out = read_spec(spec_path), ROOT / "results" / "studies" / spec_path.stem.removeprefix("study_")
     checked = 0
     for variant in spec.variants:
         for seed in spec.seeds or [0]:

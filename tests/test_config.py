@@ -61,3 +61,14 @@ def test_missing_config_and_bad_yaml(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(RepsrError, match="bad.yml: invalid YAML"):
         read_config_dict(str(bad))
+
+
+def test_data_root_comes_from_the_environment_unless_given(monkeypatch, tmp_path):
+    from repsr.config import load_config
+
+    monkeypatch.setenv("REPSR_DATA_ROOT", str(tmp_path))
+    config = load_config("demo", check_paths=False)
+    assert config.data_root == str(tmp_path) and config.data_path("T91") == tmp_path / "T91"
+    assert load_config("demo", ["data_root=/elsewhere"], check_paths=False).data_root == "/elsewhere"
+    monkeypatch.delenv("REPSR_DATA_ROOT")
+    assert load_config("demo", check_paths=False).data_root == "../shared/datasets"  # relative to the current folder

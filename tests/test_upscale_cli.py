@@ -218,7 +218,7 @@ def test_default_model_and_models_listing(tmp_path, capsys):
     r = {m.name: m for m in bundled_models()}[DEFAULT_MODEL].results["Set5"]
     assert f"{r['psnr']:.2f}/{r['ssim']:.4f}  {r['bicubic_psnr']:.2f}/{r['bicubic_ssim']:.4f}" in x4
     assert main(["upscale", str(sample_image()), "-o", str(tmp_path)]) == 0
-    assert read_image(tmp_path / "butterfly_lr_x4_x4.png").shape == (256, 256, 3)
+    assert read_image(tmp_path / "butterfly_x4.png").shape == (256, 256, 3)
     with pytest.raises(Exception, match="no such file or bundled model"):
         load_model("repsr-x9-unknown")
 

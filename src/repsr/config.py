@@ -261,9 +261,15 @@ def read_config_dict(source: str) -> dict[str, Any]:
     return data
 
 
+DATA_ROOT_VARIABLE = "REPSR_DATA_ROOT"
+
+
 def load_config(source: str | dict, overrides: list[str] | None = None, check_paths: bool = True) -> Config:
-    """Read, override, type-check and validate a config."""
+    """Read, override, type-check and validate a config. ``$REPSR_DATA_ROOT``, when set, replaces the file's or
+    preset's ``data_root`` (an ``--opt data_root=...`` still wins); relative paths resolve from the current folder."""
     data = copy.deepcopy(source) if isinstance(source, dict) else read_config_dict(source)
+    if os.environ.get(DATA_ROOT_VARIABLE):
+        data["data_root"] = os.environ[DATA_ROOT_VARIABLE]
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:

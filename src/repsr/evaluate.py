@@ -22,10 +22,13 @@ from .resize import imresize
 
 
 def _preset_data_root() -> str:
-    """Where the bundled training presets look for data sets; ``repsr eval`` looks for set names there too."""
-    try:
-        from .config import read_config_dict
+    """Where the training presets look for data sets ($REPSR_DATA_ROOT, else their data_root, relative to the
+    current folder); ``repsr eval`` looks for set names there too."""
+    from .config import DATA_ROOT_VARIABLE, read_config_dict
 
+    if os.environ.get(DATA_ROOT_VARIABLE):
+        return os.environ[DATA_ROOT_VARIABLE]
+    try:
         return str(read_config_dict("demo").get("data_root", "."))
     except (RepsrError, OSError):
         return "."

@@ -71,7 +71,7 @@ def bundled_names() -> list[str]:
 
 def sample_image() -> Path:
     """The bundled sample: Set5 'butterfly', MATLAB-bicubic downscaled x4 to 64x64."""
-    return Path(str(resources.files("repsr").joinpath("samples", "butterfly_lr_x4.png")))
+    return Path(str(resources.files("repsr").joinpath("samples", "butterfly.png")))
 
 
 def bundled_model_path(name: str) -> Path | None:
