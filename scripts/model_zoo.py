@@ -204,10 +204,13 @@ def score(model: torch.nn.Module, data_root: Path, scale: int) -> dict[str, dict
 def train_and_bundle(entry: ZooEntry, config: Config, out: Path, bundled: Path, record: dict[str, Any],
                      data_root: Path) -> None:
     """Train ``entry`` (resuming, or not at all if finished), score it and bundle it with its recipe and results."""
-    if not (out / "results.json").is_file():
+    if not (out / "results.json").is_file() or json.loads((out / "results.json").read_text()).get("stopped_early"):
         start = time.perf_counter()
-        train(config, out, resume=(out / "checkpoints").is_dir())
-        (out / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+        results = train(config, out, resume=(out / "checkpoints").is_dir())
+        seconds = time.perf_counter() - start + _seconds_before(out)
+        (out / "train_seconds.txt").write_text(f"{seconds:.0f}\n")
+        if results.get("stopped_early"):
+            raise SystemExit(f"{out}: stopped at iteration {results['iterations']}; run the same command to resume")
     model, _ = load_deploy(out / "model_deploy.safetensors")
     seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "?"
     trained = datetime.date.fromtimestamp((out / "results.json").stat().st_mtime)  # not the day of this pass
@@ -228,6 +231,12 @@ def train_and_bundle(entry: ZooEntry, config: Config, out: Path, bundled: Path, 
                   trained_as=trained_as(config), switch=bn_switch(config),
                   curve=run_curve(out, json.loads((out / "results.json").read_text())))
     add_budget(record, budget_point(meta, f"bundled {meta['date']}", meta["recipe"]))
+
+
+def _seconds_before(out: Path) -> float:
+    """Wall time of earlier, interrupted sessions of this run (their train_seconds.txt), so resumes add up."""
+    path = out / "train_seconds.txt"
+    return float(path.read_text()) if path.is_file() else 0.0
 
 
 def rescore_if_incomplete(bundled: Path, data_root: Path) -> None:
@@ -332,8 +341,9 @@ def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]])
              "further by a named, seeded degradation (`repsr eval --degradation`). Two kinds of model:", "",
              *(f"- **{kind}**: {text}" for kind, text in INPUTS.items()), "",
              "Why the bicubic recipes (block, learning rate, LR patch and batch, compared over seeds at equal "
-             "iterations and at equal CPU time): [results/studies/x4_m4c16/study.md](results/studies/x4_m4c16/study.md). "
-             "Why the real-world recipe: [results/studies/x4_real_recipe](results/studies/x4_real_recipe/ablation.md); "
+             "iterations and at equal CPU time): [results/studies/x4_m4c16/study.md](results/studies/x4_m4c16/study.md)"
+             ". Why the real-world recipe: [results/studies/x4_real_recipe](results/studies/x4_real_recipe/ablation.md)"
+             "; "
              "what the two kinds do to real photos: [docs/real_world.md](docs/real_world.md).", ""]
     all_results = {entry.name: json.loads(meta["results"]) for entry, meta, _ in rows}
     for entry, meta, record in rows:

@@ -232,3 +232,13 @@ def test_only_trains_the_named_variants_and_degraded_test_sets_are_scored(tmp_pa
     bad = _tiny_spec(tmp_path, test_sets=["Set5 jpg40"], variants=[{"name": "plain"}])
     with pytest.raises(RepsrError, match="test set 'Set5 jpg40'"):
         read_spec(bad)
+
+
+def test_a_run_stopped_before_its_end_is_not_recorded_as_finished(tmp_path, capsys):
+    spec_path = _tiny_spec(tmp_path, opt={"train.total_iter": 100000, "train.max_seconds": 0.5,
+                                          "checkpoint.every": 100000}, variants=[{"name": "plain"}])
+    out = tmp_path / "study"
+    assert main(["ablate", str(spec_path), "--out", str(out)]) == 1
+    assert "the same command resumes it" in capsys.readouterr().err
+    run = run_dir(out, "plain", 0)
+    assert not (run / "run.json").exists() and list((run / "checkpoints").glob("iter_*.pth"))

@@ -1,8 +1,12 @@
-"""Self-contained SVG figures (no plotting library needed): validation curves and speed/quality scatter plots."""
+"""Figures without a plotting library: SVG validation curves and speed/quality scatter plots, and labelled image
+tiles for side-by-side comparisons."""
 
 from __future__ import annotations
 
 import math
+
+import cv2
+import numpy as np
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf", "#000000", "#aec7e8"]
@@ -104,3 +108,10 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, width: int = 820
         parts.append(f'<text x="{width - right + 10}" y="{top + 14 * k + 10}" fill="{color}">{group}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def label_tile(tile: np.ndarray, label: str) -> np.ndarray:
+    """An RGB uint8 tile under a white strip with its label, so that a figure reads without its caption."""
+    header = np.full((24, tile.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(header, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([header, tile], axis=0)

@@ -18,6 +18,7 @@ from ..errors import RepsrError
 from ..images import to_rgb, to_tensor, write_image
 from ..inference import GRAY_WEIGHTS
 from ..metrics import psnr
+from ..plots import label_tile
 from ..reparam import reparameterize_model
 
 
@@ -65,13 +66,6 @@ def _diff_map(a: np.ndarray, b: np.ndarray, gain: float = 4.0) -> np.ndarray:
     return cv2.applyColorMap(np.clip(diff, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
 
 
-def _labelled(tile: np.ndarray, label: str) -> np.ndarray:
-    """The tile under a white strip with its label, so the figure reads without the caption."""
-    header = np.full((24, tile.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(header, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([header, tile], axis=0)
-
-
 def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], out: Path) -> str:
     """PSNR of the three BN settings on full test images, and a figure where (i) and (iii) differ most."""
     noswitch = _latest_model(noswitch_run).eval()
@@ -103,7 +97,7 @@ def bn_study(noswitch_run: Path, switched_run: Path, datasets: list[SRDataset], 
               _diff_map(outs["switched"], hr)[y : y + size, x : x + size]]
     labels = ["HR", "(i) population stats", "(ii) per-image batch stats", "(iii) switched", "|(i) - HR| x4",
               "|(iii) - HR| x4"]
-    big = [_labelled(cv2.resize(t, (size * 3, size * 3), interpolation=cv2.INTER_NEAREST), label)
+    big = [label_tile(cv2.resize(t, (size * 3, size * 3), interpolation=cv2.INTER_NEAREST), label)
            for t, label in zip(tiles, labels, strict=True)]
     figure = np.concatenate(big, axis=1)
     write_image(out / "bn_artifacts.png", figure)

@@ -42,6 +42,9 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     config = variant_config(spec, variant, base_dir, seed)
     trainer = Trainer(config, out, resume=(out / "checkpoints").is_dir())
     trainer.run()
+    if trainer.stopped_early:  # SIGTERM or train.max_seconds: resumable, not finished
+        raise RepsrError(f"{out}: stopped at iteration {trainer.iteration} of {config.train.total_iter}; the same "
+                         "command resumes it")
     model = trainer.model  # the raw training network as its last checkpoint holds it
     deploy, _ = load_deploy(out / "model_deploy.safetensors")
     channels = model.config["num_in_ch"]
