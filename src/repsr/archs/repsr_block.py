@@ -107,7 +107,7 @@ class RepSRBlock(ReparamBlock):
         return kernel, squeeze_bias
 
     # Below this width the patch-moment bookkeeping costs more than the hidden features it saves
-    # (2-core CPU, one block forward+backward, batch 16 of 32x32: 0.85x at C=16, 1.38x at 32, 1.58x at 64).
+    # (benchmarks/train_step.py, the train_step section of benchmarks/RESULTS.md).
     batch_merge_min_channels = 32
 
     def _batch_moments_apply(self, x: Tensor) -> bool:

@@ -1,9 +1,9 @@
 """Where a network runs: PyTorch on any device, OpenVINO or ncnn on the CPU, behind one :class:`Runner` protocol.
 
-Measured on this project's benchmark machine (``benchmarks/cpu_runtimes.py``, RESULTS.md): PyTorch's bf16
-convolutions on the CPU are several times slower than its fp32 ones, while OpenVINO's bf16 runs the networks up
-to 2x faster than PyTorch's fp32; so bf16 on a CPU uses OpenVINO when it is installed and the CPU has bf16
-instructions, and otherwise says why in one line and stays in fp32. In fp32, PyTorch's fused path is the fastest
+Measured on this project's benchmark machine (the cpu_runtimes section of benchmarks/RESULTS.md): PyTorch's bf16
+convolutions on the CPU are slower than its fp32 ones, while OpenVINO's bf16 runs the networks faster than
+PyTorch's fp32; so bf16 on a CPU uses OpenVINO when it is installed and the CPU has bf16 instructions, and
+otherwise says why in one line and stays in fp32. In fp32, PyTorch's fused path is the fastest
 for narrow networks; for wide ones (:data:`WIDE_FEAT` channels and up) ncnn's Winograd convolutions are faster,
 and OpenVINO's f32 next. :func:`make_runner` is the one place that chooses.
 """
