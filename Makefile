@@ -26,7 +26,7 @@ test: $(VENV)/.test
 
 # every benchmark; each writes its section of benchmarks/RESULTS.md and a JSON file in benchmarks/results/
 bench: $(VENV)/.test
-	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory cpu_runtimes video_speed; do \
+	for b in deploy_speedup train_step tiling_speed train_throughput resize_metrics upscale_memory cpu_runtimes video_speed degradation_speed; do \
 		$(PY) benchmarks/$$b.py || exit 1; done
 
 # The GPU machine has no network and no venv: these two run its own python3 on the source tree.

@@ -1,6 +1,6 @@
 """The speed/quality frontier: repsr's plain VGG-style nets against the efficient SR networks people pick instead.
 
-    python scripts/frontier.py                  # this machine's CPU: 2 threads, fp32 -> results/studies/frontier/
+    python scripts/frontier.py                  # this machine's CPU: 2 threads, fp32 -> results/frontier/
     python scripts/frontier.py --device cuda --out DIR [--precision fp16]   # a GPU (scripts/gpu_run.py runs it)
 
 Every network is timed here with `repsr bench` (random weights, x4, 180x320 LR -> 1280x720, candidates in turns);

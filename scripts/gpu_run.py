@@ -189,9 +189,9 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def small_files(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """What goes into the archive: no checkpoints, training data or caches."""
+    """What goes into the archive: no checkpoints, training data, caches or installed wheels."""
     parts = Path(info.name).parts
-    return None if {"checkpoints", "data", "lr_cache", "tb"} & set(parts) else info
+    return None if {"checkpoints", "data", "lr_cache", "tb", "site"} & set(parts) else info
 
 
 # ----------------------------------------------------------------------------- the stages

@@ -1,4 +1,4 @@
-"""What the two kinds of bundled model do to degraded and real-looking inputs: side-by-side crops and docs/real_world.md.
+"""What the two kinds of bundled model do to degraded and real-looking inputs: side-by-side crops, docs/real_world.md.
 
     python scripts/real_world_pictures.py [--data-root ../shared/datasets]
 

@@ -4,7 +4,7 @@ from ._version import __version__
 from .archs import BLOCKS, PlainBlock, ReparamBlock, RepSRBlock, build_block
 from .archs.networks import CompactSRNet, RepSRNet
 from .bn import SwitchableBatchNorm2d, get_bn_phase, recompute_population_stats, set_bn_phase
-from .inference import upscale
+from .inference import Upscaler, upscale
 from .loading import load_model
 from .reparam import reparameterize_model
 
@@ -16,6 +16,7 @@ __all__ = [
     "RepSRNet",
     "ReparamBlock",
     "SwitchableBatchNorm2d",
+    "Upscaler",
     "__version__",
     "build_block",
     "get_bn_phase",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from .archs.registry import BLOCKS
-from .degradation import DegradationConfig, EvalDegradation
+from .degradation import DegradationConfig, parse_degradations
 from .errors import RepsrError
 
 
@@ -233,13 +233,17 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
+DATA_ROOT_VARIABLE = "REPSR_DATA_ROOT"
+
+
 def preset_names() -> list[str]:
     folder = resources.files("repsr").joinpath("presets")
     return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".yml"))
 
 
 def read_config_dict(source: str) -> dict[str, Any]:
-    """The raw mapping of a YAML path or a preset name."""
+    """The raw mapping of a YAML path or a preset name; ``$REPSR_DATA_ROOT``, when set, replaces its ``data_root``
+    (an ``--opt data_root=...`` on top still wins)."""
     path = Path(source)
     if path.suffix in (".yml", ".yaml") or path.exists():
         if not path.is_file():
@@ -258,18 +262,15 @@ def read_config_dict(source: str) -> dict[str, Any]:
         raise RepsrError(f"{source}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise RepsrError(f"{source}: a config must be a YAML mapping")
+    if os.environ.get(DATA_ROOT_VARIABLE):  # the user's data, wherever the file or preset thinks it is
+        data["data_root"] = os.environ[DATA_ROOT_VARIABLE]
     return data
 
 
-DATA_ROOT_VARIABLE = "REPSR_DATA_ROOT"
-
-
 def load_config(source: str | dict, overrides: list[str] | None = None, check_paths: bool = True) -> Config:
-    """Read, override, type-check and validate a config. ``$REPSR_DATA_ROOT``, when set, replaces the file's or
-    preset's ``data_root`` (an ``--opt data_root=...`` still wins); relative paths resolve from the current folder."""
+    """Read (a file, a preset or a mapping built in code), override, type-check and validate a config. Relative
+    paths resolve from the current folder."""
     data = copy.deepcopy(source) if isinstance(source, dict) else read_config_dict(source)
-    if os.environ.get(DATA_ROOT_VARIABLE):
-        data["data_root"] = os.environ[DATA_ROOT_VARIABLE]
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -320,7 +321,7 @@ def validate(config: Config, check_paths: bool = True) -> None:
         d.degradation.check("data.train.degradation")
     for i, name in enumerate(config.data.val.degradations):
         try:
-            EvalDegradation(name)
+            parse_degradations([name])
         except RepsrError as e:
             raise RepsrError(f"config key data.val.degradations[{i}]: {e}") from None
     require(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..archs.protocol import branch_forward
 from ..bn import has_batchnorm
+from ..config import Config
 from ..data import default_cache_dir, open_dataset
 from ..errors import RepsrError
 from ..evaluate import evaluate_dataset
@@ -94,12 +95,19 @@ def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None 
                   f"switch {config.switch_iteration()}", flush=True)
             runs.append(run_variant(spec, variant, seed, folder, spec_path.parent))
             write_report(spec, spec_path, out, runs, configs[0], seeds)
-    extra = []
-    if spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched:
-        first = configs[0]
-        study_sets = [open_dataset(first.data_path(s), first.scale, default_cache_dir()) for s in spec.bn_study.images]
-        study = bn_study(run_dir(out, spec.bn_study.noswitch, seeds[0]), run_dir(out, spec.bn_study.switched, seeds[0]),
-                         study_sets, out / "bn_study")
-        extra = ["## BN-artifact study", "", f"Seed {seeds[0]}. " + study, ""]
-    print(write_report(spec, spec_path, out, runs, configs[0], seeds, extra))
+    print(write_report(spec, spec_path, out, runs, configs[0], seeds, _bn_study_section(spec, out, configs[0], seeds)))
     return runs
+
+
+def _bn_study_section(spec: AblationSpec, out: Path, config: Config, seeds: list[int]) -> list[str]:
+    """The report's BN-artifact study: made from the two runs' checkpoints, or, where they are not here (they stay
+    out of git: a fresh clone of a finished study), the section the report had."""
+    if not (spec.bn_study and spec.bn_study.noswitch and spec.bn_study.switched):
+        return []
+    runs = [run_dir(out, name, seeds[0]) for name in (spec.bn_study.noswitch, spec.bn_study.switched)]
+    if not all(list((run / "checkpoints").glob("iter_*.pth")) for run in runs):
+        old = (out / "ablation.md").read_text() if (out / "ablation.md").is_file() else ""
+        at = old.find("## BN-artifact study")
+        return [old[at:].rstrip(), ""] if at >= 0 else []
+    sets = [open_dataset(config.data_path(s), config.scale, default_cache_dir()) for s in spec.bn_study.images]
+    return ["## BN-artifact study", "", f"Seed {seeds[0]}. " + bn_study(*runs, sets, out / "bn_study"), ""]

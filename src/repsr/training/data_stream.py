@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..data import TrainPatches, augment, color_convert, default_cache_dir, open_dataset
-from ..degradation import DegradationConfig, EvalDegradation, SecondOrderDegradation
+from ..degradation import DegradationConfig, SecondOrderDegradation, parse_degradations
 from ..errors import RepsrError
 from ..images import PEAKS
 from ..metrics import rgb2ycbcr
@@ -149,9 +149,9 @@ class TrainingData:
         d, v = config.data.train, config.data.val
         cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
         train_sets = [open_dataset(config.data_path(p), config.scale, cache_dir) for p in d.paths]
+        degradations = dict.fromkeys([None, *parse_degradations(v.degradations or ["clean"], v.degradation_seed)])
         self.val_sets = [open_dataset(config.data_path(p), config.scale, cache_dir, degradation)
-                         for degradation in [None, *(EvalDegradation(n, v.degradation_seed) for n in v.degradations)]
-                         for p in v.paths]
+                         for degradation in degradations for p in v.paths]
         # the real-world model degrades RGB patches and converts colour after (DegradedBatches)
         self.degraded = (DegradedBatches(d.degradation, config.scale, config.seed, config.data.color)
                          if d.degradation is not None else None)
