@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_DATA = ROOT / ".device-data"
 SHARED = ROOT.parent / "shared" / "datasets"  # the data root beside the checkout, whatever the current folder
-BSD200_IMAGES = 150
+BSD200_IMAGES = 120  # with T91 and Set14 about 45 MiB: the checkout and its results need the rest
 HR_PATCH = 256  # LR patch 64 at x4: smaller training images cannot give a patch and are not carried
 MAX_CARRY_MIB = 60  # the device machine takes the checkout plus carried folders up to 64 MiB
 WHEELS = ("spandrel==0.4.2", "einops==0.8.1")  # pure Python; the GPU machine has torch and torchvision already
@@ -60,7 +60,7 @@ EVAL_RESERVE = {"cuda": 25.0, "cpu": 5.0}  # seconds a training run needs after 
 # ----------------------------------------------------------------------------- data, prepared here
 
 def prepare_data(shared: Path = SHARED, dest: Path = DEVICE_DATA, scale: int = 4) -> dict:
-    """Copy what the training stage needs into ``dest`` (emptied first): T91 and the first 150 BSD200 images that
+    """Copy what the training stage needs into ``dest`` (emptied first): T91 and the first 120 BSD200 images that
     can give an HR patch, Set14, Set5 (from tests/data), their x4 LR cache, and the commit; refuse if the checkout
     and ``dest`` together would not travel."""
     from repsr.data import HRFolder
