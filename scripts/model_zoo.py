@@ -271,6 +271,7 @@ def main() -> None:
         _, meta = load_deploy(bundled)
         rows.append((entry, meta, shown))
     write_model_zoo(rows)
+    write_readme_table(rows)
 
 
 def budget_lines(name: str, scale: int, record: dict[str, Any]) -> list[str]:
@@ -330,6 +331,28 @@ def degraded_lines(entry: ZooEntry, results: dict, baseline: dict | None) -> lis
             f"Mean over these {len(labels)} sets: **{gain:+.2f} dB** against {entry.baseline} "
             f"({over_bicubic:+.2f} dB against bicubic). On clean bicubic LR it costs {cost:+.2f} dB against "
             f"{entry.baseline} (mean over {', '.join(TEST_SETS)}).", ""]
+
+
+def write_readme_table(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]]) -> None:
+    """The README's one results table, between its ``<!-- models -->`` markers."""
+    lines = ["| model | for | size | Set5 | Set14 | B100 | degraded LR (mean of 8 sets) |",
+             "|---|---|---|---|---|---|---|"]
+    for entry, meta, _ in rows:
+        results = json.loads(meta["results"])
+        cells = [f"{results[s]['psnr']:.2f} ({results[s]['bicubic_psnr']:.2f})" for s in TEST_SETS]
+        degraded = [results[k] for k in DEGRADED_SETS if k in results]
+        mean = (f"{np.mean([r['psnr'] for r in degraded]):.2f} ({np.mean([r['bicubic_psnr'] for r in degraded]):.2f})"
+                if degraded else "-")
+        kind = "real photos and video" if entry.inputs == "real" else "clean downscales"
+        lines.append(f"| `{entry.name}` | {kind} | x{meta['scale']} M{meta['num_conv']}C{meta['num_feat']} | "
+                     + " | ".join(cells) + f" | {mean} |")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- models -->", "<!-- /models -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        with atomic_write(readme) as tmp:
+            tmp.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
 
 
 def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]]) -> None:
