@@ -47,8 +47,12 @@ def seconds_in_turns(runs: dict[str, Callable[[], object]], rounds: int, per_tur
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def record(name: str, markdown: str, data: dict) -> None:
-    """Write results/NAME.json and replace the NAME section of RESULTS.md (added if missing)."""
+def record(name: str, markdown: str, data: dict, smoke: bool = False) -> None:
+    """Write results/NAME.json and replace the NAME section of RESULTS.md (added if missing). A smoke run
+    (a check of the script, not a result) only prints the table."""
+    if smoke:
+        print(markdown)
+        return
     info = machine()
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{name}.json").write_text(json.dumps({"machine": info, **data}, indent=2) + "\n")

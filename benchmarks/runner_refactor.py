@@ -100,10 +100,7 @@ def main() -> None:
              f"in its own process, the sides in turns, {rounds} rounds of {repeats} calls; median.\n\n"
              "| what | before ms | after ms | after vs before (range over rounds) |\n|---|---|---|---|\n"
              + "\n".join(rows))
-    if args.smoke:
-        print(table)
-        return
-    record("runner_refactor", table, data)
+    record("runner_refactor", table, data, smoke=args.smoke)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_bn
+from conftest import randomize_bn, tiny_run
 
 import repsr
 from repsr import RepSRNet, get_bn_phase
@@ -63,45 +63,13 @@ def test_version_has_one_home():
 
 # ----------------------------------------------------------------------------- the switch inside a training run
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """6 training and 2 validation images (as tests/test_train.py makes them)."""
-    import numpy as np
-
-    from repsr.images import write_image
-
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for folder, count in (("train", 6), ("val", 2)):
-        (root / folder).mkdir()
-        for i in range(count):
-            yy, xx = np.mgrid[0:48, 0:56] / 9.0
-            waves = [np.sin(xx * rng.uniform(0.5, 2) + c) * np.cos(yy * rng.uniform(0.5, 2)) for c in range(3)]
-            write_image(root / folder / f"{i}.png", ((np.stack(waves, -1) + 1) * 127.5).astype(np.uint8))
-    return root
-
-
 def tiny(images, **overrides):
-    """A tiny x2 RepSR run (tests/test_train.py's config, 3 blocks), with dotted-key overrides."""
+    """The tiny training run with 3 blocks, a checkpoint every iteration and dotted-key overrides."""
     from repsr.config import load_config
 
-    data = {
-        "name": "tiny", "scale": 2, "seed": 1, "data_root": str(images), "deterministic": True,
-        "network": {"num_feat": 8, "num_block": 3},
-        "data": {"train": {"paths": ["train"], "lr_patch": 12, "batch_size": 4, "repeat": 4, "num_workers": 0,
-                           "cache_dir": str(images / "cache")},
-                 "val": {"paths": ["val"], "every": 0}},
-        "train": {"total_iter": 8, "ema_decay": 0.9, "bn": {"switch": 0.5, "recompute_batches": 3}},
-        "checkpoint": {"every": 1, "keep": 100},
-        "logger": {"print_every": 100, "tensorboard": False, "progress": False},
-    }
-    for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return load_config(data)
+    return load_config(tiny_run(images, **{"network.num_block": 3, "train.total_iter": 8,
+                                           "train.bn.recompute_batches": 3, "checkpoint.every": 1,
+                                           "checkpoint.keep": 100, "logger.print_every": 100, **overrides}))
 
 
 def _bns(model):

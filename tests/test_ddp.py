@@ -6,65 +6,26 @@ follow them and the population statistics of the BN switch pool every rank's bat
 batch 2 per rank must end with the weights of a 1-process run with batch 4, up to float32 summation order.
 """
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_run, torchrun
 
 from repsr.config import load_config
-from repsr.images import write_image
 from repsr.training import Trainer
-
-HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for folder, count in (("train", 6), ("val", 1)):
-        (root / folder).mkdir()
-        for i in range(count):
-            yy, xx = np.mgrid[0:48, 0:56] / 9.0
-            waves = [np.sin(xx * rng.uniform(0.5, 2) + c) * np.cos(yy * rng.uniform(0.5, 2)) for c in range(3)]
-            write_image(root / folder / f"{i}.png", ((np.stack(waves, -1) + 1) * 127.5).astype(np.uint8))
-    return root
 
 
 def config_dict(images: Path, batch_size: int, degradation) -> dict:
     """A tiny x2 RepSR run (BN in every block) with synced BN and the BN switch halfway."""
-    data = {
-        "name": "ddp", "scale": 2, "seed": 3, "data_root": str(images), "deterministic": True,
-        "network": {"num_feat": 8, "num_block": 2, "block": "repsr"},
-        "data": {"train": {"paths": ["train"], "lr_patch": 12, "batch_size": batch_size, "repeat": 4,
-                           "num_workers": 0, "cache_dir": str(images / "cache")},
-                 "val": {"paths": ["val"], "every": 0}},
-        "train": {"total_iter": 10, "ema_decay": 0.9, "bn": {"switch": 5, "recompute_batches": 2, "sync": True}},
-        "checkpoint": {"every": 10, "keep": 1},
-        "logger": {"print_every": 100, "tensorboard": False, "progress": False},
-    }
+    data = tiny_run(images, **{"name": "ddp", "seed": 3, "network.block": "repsr",
+                               "data.train.batch_size": batch_size, "train.total_iter": 10,
+                               "train.bn.switch": 5, "train.bn.sync": True, "checkpoint.every": 10,
+                               "checkpoint.keep": 1, "logger.print_every": 100})
     if degradation is not None:
         data["data"]["train"]["degradation"] = degradation
     return data
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
 def _final(out: Path) -> dict:
@@ -90,7 +51,7 @@ def _function_of(state: dict) -> dict:
 def test_two_ranks_end_with_the_weights_of_one_process_on_the_global_batch(images, tmp_path, degradation):
     config_path = tmp_path / "ddp.yml"
     config_path.write_text(yaml.safe_dump(config_dict(images, 2, degradation)))
-    result = _torchrun("train", str(config_path), str(tmp_path / "ddp"))
+    result = torchrun("train", str(config_path), str(tmp_path / "ddp"))
     assert result.returncode == 0, result.stderr[-3000:]
     single = Trainer(load_config(config_dict(images, 4, degradation)), tmp_path / "single")
     single.run()

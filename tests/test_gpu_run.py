@@ -38,7 +38,7 @@ def test_smoke_rehearsal_keeps_the_machine_rules(tmp_path):
     site.mkdir()
     audit.mkdir()
     (site / "sitecustomize.py").write_text(AUDIT)
-    out, deadline = tmp_path / "OUT", 45
+    out, deadline = tmp_path / "OUT", 90
     (out / "old" / "deep").mkdir(parents=True)  # a previous stage's leftovers are cleared
     (out / "old" / "deep" / "file").write_text("x")
     start = time.monotonic()

@@ -1,10 +1,8 @@
 """Training: schedule, EMA/merge consistency, bit-exact resume after SIGKILL, 2-process DDP (gloo)."""
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,50 +12,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_run, torchrun
 
 from repsr.archs import branch_forward
 from repsr.config import load_config
 from repsr.data import HRFolder, TrainPatches
 from repsr.errors import RepsrError
-from repsr.images import write_image
 from repsr.loading import load_deploy
 from repsr.training import BatchKeys, DevicePatches, Trainer, lr_factor, train
-
-HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for folder, count in (("train", 6), ("val", 2)):
-        (root / folder).mkdir()
-        for i in range(count):
-            yy, xx = np.mgrid[0:48, 0:56] / 9.0
-            waves = [np.sin(xx * rng.uniform(0.5, 2) + c) * np.cos(yy * rng.uniform(0.5, 2)) for c in range(3)]
-            img = np.stack(waves, -1)
-            write_image(root / folder / f"{i}.png", ((img + 1) * 127.5).astype(np.uint8))
-    return root
-
-
-def tiny(images, **overrides):
-    data = {
-        "name": "tiny", "scale": 2, "seed": 1, "data_root": str(images), "deterministic": True,
-        "network": {"num_feat": 8, "num_block": 2},
-        "data": {"train": {"paths": ["train"], "lr_patch": 12, "batch_size": 4, "repeat": 4, "num_workers": 0,
-                           "cache_dir": str(images / "cache")},
-                 "val": {"paths": ["val"], "every": 0}},
-        "train": {"total_iter": 24, "ema_decay": 0.9, "bn": {"switch": 0.5, "recompute_batches": 2}},
-        "checkpoint": {"every": 4, "keep": 2},
-        "logger": {"print_every": 8, "tensorboard": False, "progress": False},
-    }
-    for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return data
 
 
 def final_state(out: Path) -> dict:
@@ -105,7 +67,7 @@ def test_device_patches_equal_dataloader_patches(images):
 
 @pytest.mark.parametrize("switch", [0.5, None])
 def test_merged_ema_equals_ema_in_eval(images, tmp_path, switch):
-    trainer = Trainer(load_config(tiny(images, **{"train.bn.switch": switch})), tmp_path)
+    trainer = Trainer(load_config(tiny_run(images, **{"train.bn.switch": switch})), tmp_path)
     results = trainer.run()
     deploy, _ = load_deploy(tmp_path / "model_deploy.safetensors")
     ema = trainer.eval_model("ema").eval()
@@ -121,7 +83,8 @@ def test_merged_ema_equals_ema_in_eval(images, tmp_path, switch):
 
 
 def test_population_phase_after_switch_and_frozen_affine(images, tmp_path):
-    trainer = Trainer(load_config(tiny(images, **{"train.bn.train_affine": False, "train.total_iter": 8})), tmp_path)
+    config = tiny_run(images, **{"train.bn.train_affine": False, "train.total_iter": 8})
+    trainer = Trainer(load_config(config), tmp_path)
     trainer.run()
     bn = trainer.model.blocks[0].paths[0].bn
     assert bn.phase == "population"
@@ -130,13 +93,13 @@ def test_population_phase_after_switch_and_frozen_affine(images, tmp_path):
 
 
 def test_existing_run_needs_resume(images, tmp_path):
-    train(load_config(tiny(images, **{"train.total_iter": 4})), tmp_path)
+    train(load_config(tiny_run(images, **{"train.total_iter": 4})), tmp_path)
     with pytest.raises(RepsrError, match="use --resume"):
-        Trainer(load_config(tiny(images)), tmp_path)
+        Trainer(load_config(tiny_run(images)), tmp_path)
 
 
 def test_nonfinite_loss_stops_with_a_checkpoint(images, tmp_path):
-    trainer = Trainer(load_config(tiny(images, **{"train.optimizer.lr": 1e30})), tmp_path)
+    trainer = Trainer(load_config(tiny_run(images, **{"train.optimizer.lr": 1e30})), tmp_path)
     with pytest.raises(RepsrError, match="loss became .* the state before it was saved"):
         trainer.run()
     assert list((tmp_path / "checkpoints").glob("nonfinite_iter_*.pth"))
@@ -148,7 +111,7 @@ def _cli(config_path: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("degradation", [None, {}], ids=["bicubic", "real-world"])
 def test_sigkill_and_resume_reach_the_same_weights(images, tmp_path, degradation):
-    cfg = tiny(images, **{"train.total_iter": 400, "checkpoint.every": 10, "checkpoint.keep": 2,
+    cfg = tiny_run(images, **{"train.total_iter": 400, "checkpoint.every": 10, "checkpoint.keep": 2,
                           "data.train.degradation": degradation})
     config_path = tmp_path / "tiny.yml"
     config_path.write_text(yaml.safe_dump(cfg))
@@ -174,30 +137,17 @@ def test_sigkill_and_resume_reach_the_same_weights(images, tmp_path, degradation
     assert not list((out / "checkpoints").glob(".*.tmp"))  # temp files of interrupted writes are cleaned up
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_two_process_ddp_ranks_agree_and_resume(images, tmp_path):
     config_path = tmp_path / "tiny.yml"
-    config_path.write_text(yaml.safe_dump(tiny(images, **{"train.total_iter": 12})))
+    config_path.write_text(yaml.safe_dump(tiny_run(images, **{"train.total_iter": 12})))
     out = tmp_path / "run"
-    result = _torchrun("train", str(config_path), str(out))
+    result = torchrun("train", str(config_path), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in ranks[0]:
         assert torch.equal(ranks[0][name], ranks[1][name]), name
     assert (out / "model_deploy.safetensors").is_file()
-    result = _torchrun("resume", str(config_path), str(out), "train.total_iter=16")
+    result = torchrun("resume", str(config_path), str(out), "train.total_iter=16")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr and "at iteration 12" in result.stderr
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -206,7 +156,7 @@ def test_two_process_ddp_ranks_agree_and_resume(images, tmp_path):
 
 
 def test_sync_bn_equals_global_batch_bn(tmp_path):
-    result = _torchrun("syncbn", "-", str(tmp_path))
+    result = torchrun("syncbn", "-", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     for r in (0, 1):
         errors = [float(v) for v in (tmp_path / f"syncbn_rank{r}.txt").read_text().split()]
@@ -214,7 +164,7 @@ def test_sync_bn_equals_global_batch_bn(tmp_path):
 
 
 def test_models_without_bn_have_no_switch(images, tmp_path):
-    trainer = Trainer(load_config(tiny(images, **{"network.block": "plain", "train.total_iter": 8})), tmp_path)
+    trainer = Trainer(load_config(tiny_run(images, **{"network.block": "plain", "train.total_iter": 8})), tmp_path)
     trainer.run()
     log = (tmp_path / "train.log").read_text()
     assert "population statistics re-estimated" not in log and "BN switch at None" in log
@@ -227,14 +177,14 @@ def test_compiled_training_follows_the_eager_trajectory(images, tmp_path):
     overrides = {"train.total_iter": 8, "train.bn.switch": 0.5, "deterministic": False, "logger.print_every": 1}
     losses = []
     for run, compile_ in (("eager", False), ("compiled", True)):
-        Trainer(load_config(tiny(images, **overrides, **{"train.compile": compile_})), tmp_path / run).run()
+        Trainer(load_config(tiny_run(images, **overrides, **{"train.compile": compile_})), tmp_path / run).run()
         losses.append(np.float64(re.findall(r"loss ([0-9.]+)", (tmp_path / run / "train.log").read_text())))
     assert len(losses[0]) == 8
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
 def test_max_seconds_stops_and_still_finishes(images, tmp_path):
-    trainer = Trainer(load_config(tiny(images, **{"train.total_iter": 100000, "train.max_seconds": 1.5,
+    trainer = Trainer(load_config(tiny_run(images, **{"train.total_iter": 100000, "train.max_seconds": 1.5,
                                                   "checkpoint.every": 100000})), tmp_path)
     results = trainer.run()
     assert results["stopped_early"] and 0 < results["iterations"] < 100000 and results["total_iter"] == 100000
@@ -244,7 +194,7 @@ def test_max_seconds_stops_and_still_finishes(images, tmp_path):
 
 
 def test_sigterm_stops_after_the_iteration_and_writes_results(images, tmp_path):
-    cfg = tiny(images, **{"train.total_iter": 100000, "checkpoint.every": 100000, "logger.print_every": 1})
+    cfg = tiny_run(images, **{"train.total_iter": 100000, "checkpoint.every": 100000, "logger.print_every": 1})
     config_path = tmp_path / "tiny.yml"
     config_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

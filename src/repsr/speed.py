@@ -32,22 +32,8 @@ def time_forward(model: nn.Module, x: Tensor, repeat: int = 5, warmup: int = 2) 
 
 
 def conv_flops(model: nn.Module, x: Tensor) -> int:
-    """Multiply-adds x 2 of every Conv2d of ``model`` on input ``x`` (the convs dominate SR nets)."""
-    total = 0
-
-    def count(module: nn.Conv2d, _inputs, output: Tensor) -> None:
-        nonlocal total
-        k = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
-        total += 2 * k * output.numel()
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.inference_mode(), eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    """Multiply-adds x 2 of every convolution of ``model`` on input ``x`` (the convs dominate SR nets)."""
+    return 2 * mac_breakdown(model, x).get("convolution", 0)
 
 
 def tf32_flags() -> dict[str, bool]:
