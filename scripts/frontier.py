@@ -30,16 +30,23 @@ NETWORKS = ["m4c8", "m4c16", "m4c32", "m6c40", "m10c32", "m16c64", "fsrcnn", "ca
             "span", "span28", "safmn", "edsr_baseline", "swinir_light"]
 PLAIN = {"m4c8", "m4c16", "m4c32", "m6c40", "m10c32", "m16c64"}
 FIGURE_SETS = ("Set5", "B100")
-# our own trained plain nets (x4, the 291-image set, CPU budgets): (size, where the numbers are, variant or None)
-OURS = [("m4c8", ROOT / "results" / "studies" / "x4_m4c8" / "ablation.json", "plain"),
-        ("m4c16", ROOT / "src" / "repsr" / "models" / "repsr-x4-m4c16.safetensors", None),
-        ("m10c32", ROOT / "results" / "studies" / "x4_m10c32" / "ablation.json", "plain")]
+# our own trained nets (x4, the 291-image set, CPU budgets): (size, who, where the numbers are, variant or None).
+# The studies' plain and RepSR (BN, switched) runs share one recipe per size; their deploy nets are the same plain
+# net, so they share its speed.
+STUDIES = ROOT / "results" / "studies"
+OURS = [("m4c8", "plain", STUDIES / "x4_m4c8" / "ablation.json", "plain"),
+        ("m4c8", "RepSR", STUDIES / "x4_m4c8" / "ablation.json", "repsr"),
+        ("m4c16", "plain", STUDIES / "x4_m4c16_lr4e-3" / "ablation.json", "plain"),
+        ("m4c16", "RepSR", STUDIES / "x4_m4c16_lr4e-3" / "ablation.json", "repsr"),
+        ("m4c16", "bundled", ROOT / "src" / "repsr" / "models" / "repsr-x4-m4c16.safetensors", None),
+        ("m10c32", "plain", STUDIES / "x4_m10c32" / "ablation.json", "plain"),
+        ("m10c32", "RepSR", STUDIES / "x4_m10c32" / "ablation.json", "repsr")]
 
 
-def our_points() -> dict[str, dict]:
-    """PSNR of our trained plain nets per size: the bundled model, or a study's plain variant (mean over seeds)."""
-    points = {}
-    for size, path, variant in OURS:
+def our_points() -> list[dict]:
+    """PSNR of our trained nets per size: a study's variant (mean over seeds) or the bundled model."""
+    points = []
+    for size, who, path, variant in OURS:
         if not path.is_file():
             continue
         if variant is None:
@@ -47,13 +54,15 @@ def our_points() -> dict[str, dict]:
 
             meta = load_deploy(path)[1]
             psnr = {k: v["psnr"] for k, v in json.loads(meta["results"]).items() if " " not in k}
-            points[size] = {"psnr": psnr, "source": f"{meta['name']} (bundled, {meta['iterations']} iterations)"}
+            points.append({"size": size, "who": who, "psnr": psnr,
+                           "source": f"{meta['name']} (bundled, {meta['iterations']} iterations)"})
             continue
         row = next((r for r in json.loads(path.read_text())["summary"] if r["name"] == variant), None)
         if row:
-            points[size] = {"psnr": {k: v["psnr"] for k, v in row["test"].items() if " " not in k},
-                            "source": f"{path.parent.relative_to(ROOT)} ({variant}, {row['iterations']} iterations, "
-                                      f"mean over {len(row['seeds'])} seeds)"}
+            psnr = {k: v["psnr"] for k, v in row["test"].items() if " " not in k}
+            points.append({"size": size, "who": who, "psnr": psnr,
+                           "source": f"{path.parent.relative_to(ROOT)} ({variant}, {row['iterations']} iterations, "
+                                     f"mean over {len(row['seeds'])} seeds)"})
     return points
 
 
@@ -125,9 +134,10 @@ def write(rows: list[dict], facts: dict, out: Path, precision: str, skipped: dic
             if test_set in peer.psnr and r["series"] == "torch":
                 points.append({"x": r["images_per_s"], "y": peer.psnr[test_set], "label": peer.title,
                                "group": "plain VGG (published)" if plain else "peers (published)"})
-            if plain and r["name"] in ours and test_set in ours[r["name"]]["psnr"]:
-                points.append({"x": r["images_per_s"], "y": ours[r["name"]]["psnr"][test_set], "hollow": True,
-                               "label": f"{peer.title} ({r['series']})", "group": "plain VGG, ours (291 images)"})
+            for o in ours if plain and r["series"] == "torch" else []:
+                if o["size"] == r["name"] and test_set in o["psnr"]:
+                    points.append({"x": r["images_per_s"], "y": o["psnr"][test_set], "hollow": True,
+                                   "label": f"{peer.title} {o['who']}", "group": f"{o['who']}, ours (291 images)"})
         svg = scatter_svg(points, f"images/s ({r0['input'][0]}x{r0['input'][1]} -> x{r0['scale']}, log scale)",
                           f"{test_set} x4 PSNR (dB)")
         with atomic_write(out / f"frontier_{test_set}.svg") as tmp:
@@ -139,7 +149,7 @@ def write(rows: list[dict], facts: dict, out: Path, precision: str, skipped: dic
         said = [f"{what} {src}" for what, src in (("PSNR", p.psnr_source), ("params", p.params and p.params.source),
                                                   ("MACs", p.macs and p.macs.source)) if src]
         lines.append(f"- {p.title}: " + ("; ".join(said) if said else "nothing published at this size (RGB)"))
-    lines += [f"- ours, {PEERS[size].title}: {o['source']}" for size, o in ours.items()]
+    lines += [f"- ours, {PEERS[o['size']].title} {o['who']}: {o['source']}" for o in ours]
     with atomic_write(out / "frontier.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -153,7 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--networks", help=f"comma-separated subset (default: {','.join(NETWORKS)})")
     parser.add_argument("--smoke", action="store_true", help="tiny inputs, one round: a check of the script")
+    parser.add_argument("--replot", action="store_true",
+                        help="no timing: rewrite the page and figures from OUT/frontier.json with today's points")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads((Path(args.out) / "frontier.json").read_text())
+        write(saved["results"], saved["machine"], Path(args.out), saved["precision"], saved["skipped"])
+        print((Path(args.out) / "frontier.md").read_text())
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("frontier: no CUDA device")
     names, skipped = available(args.networks.split(",") if args.networks else NETWORKS)

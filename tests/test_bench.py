@@ -47,3 +47,26 @@ def test_series_protocol_and_sizes(capsys):
         build_subject("repsr-x4-m4c61", 4)
     with pytest.raises(RepsrError, match="HxW"):
         parse_size("180 by 320")
+
+
+def test_frontier_script_smoke_and_replot(tmp_path):
+    """scripts/frontier.py at a tiny size: its page, JSON and figures; --replot rewrites them without timing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "frontier.py"
+    cmd = [sys.executable, str(script), "--smoke", "--threads", "1", "--networks", "m4c8,m4c16,fsrcnn",
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((tmp_path / "frontier.json").read_text())
+    assert {(r["name"], r["series"]) for r in saved["results"]} >= {("m4c16", "torch"), ("m4c16", "repsr"),
+                                                                    ("fsrcnn", "torch")}
+    assert any(o["size"] == "m4c16" and o["who"] == "bundled" for o in saved["ours"])
+    assert "FSRCNN" in (tmp_path / "frontier.md").read_text()
+    (tmp_path / "frontier_Set5.svg").unlink()
+    done = subprocess.run([sys.executable, str(script), "--replot", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "frontier_Set5.svg").read_text().startswith("<svg")

@@ -25,6 +25,7 @@ from .metrics import rgb2ycbcr, ycbcr2rgb
 from .resize import imresize
 from .runtimes import Runner, make_runner, to_image
 from .tiling import halving_on_oom, tile_grid
+from .zoo import DEFAULT_MODEL
 
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])  # MATLAB rgb2gray: RGB output of a gray input -> gray
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -32,10 +33,11 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
 
 class Upscaler:
     """A network ready to upscale: ``Upscaler(model)(image)``. ``model``: a network, a bundled model's name or a
-    model file. ``tile``: LR tile size (None: the fastest for the runtime, 0: never tile). Make one and reuse it:
-    preparing copies the network (and compiles it for OpenVINO)."""
+    model file (default: the bundled real-world x4 model, ``repsr.zoo.DEFAULT_MODEL``). ``tile``: LR tile size
+    (None: the fastest for the runtime, 0: never tile). Make one and reuse it: preparing copies the network (and
+    compiles it for OpenVINO)."""
 
-    def __init__(self, model: nn.Module | str | os.PathLike, device: str | torch.device = "auto",
+    def __init__(self, model: nn.Module | str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: str = "fp32", backend: str = "auto", tile: int | None = None,
                  threads: int | None = None) -> None:
         network = load_model(model) if isinstance(model, (str, os.PathLike)) else model
@@ -155,7 +157,7 @@ def _from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return to_image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), dtype)
 
 
-def upscale(image: np.ndarray, model: nn.Module | str | os.PathLike, tile: int | None = None,
+def upscale(image: np.ndarray, model: nn.Module | str | os.PathLike = DEFAULT_MODEL, tile: int | None = None,
             device: str | torch.device = "auto", precision: str = "fp32", progress: Progress | None = None,
             backend: str = "auto") -> np.ndarray:
     """Super-resolve one NumPy image: ``Upscaler(model, device, precision, backend, tile)(image)``. For many images,
