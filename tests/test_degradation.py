@@ -187,6 +187,11 @@ def test_branch_probabilities_match_the_config():
     # the choice is drawn last: every other draw of a sample is the published stream's
     assert [d.noise_seed for d in other[:50]] != [] and all(
         a.second.jpeg_quality == b.second.jpeg_quality for a, b in zip(draws[:50], other[:50], strict=True))
+    assert not any(d.clean for d in draws + other)
+    with_clean = [draw_params(np.random.default_rng([7, i]), DegradationConfig(first_round_prob=0.3, clean_prob=0.2))
+                  for i in range(n)]
+    close(sum(d.clean for d in with_clean), 0.2)
+    assert [d.first_round for d in with_clean] == [d.first_round for d in other]  # drawn after everything else
     close(sum(d.final_kernel.shape[0] > 1 for d in draws), config.final_sinc_prob)
     sizes = {d.first.kernel.shape[0] for d in draws if d.first.kernel is not None}
     assert sizes == set(range(7, 22, 2))
@@ -240,6 +245,18 @@ def test_first_order_samples_skip_the_first_round():
     clean = degrade_batch(hr, params, 4)
     expected = ops.jpeg(ops.resize(hr, (16, 16), "bicubic_antialias"), [100, 100])
     torch.testing.assert_close(clean, torch.round(expected * 255) / 255, rtol=0, atol=1.5 / 255)
+
+
+def test_clean_samples_are_the_antialiased_bicubic_downscale():
+    hr = smooth_patches(3, 64)
+    params = SecondOrderDegradation(DegradationConfig(clean_prob=1.0), 4, 0).params([(0, 0), (0, 1), (0, 2)])
+    assert all(p.clean for p in params)
+    params[1].clean = False  # one degraded sample in the batch changes nothing for the others
+    lr = degrade_batch(hr, params, 4)
+    expected = torch.round(ops.resize(hr, (16, 16), "bicubic_antialias").clamp(0, 1) * 255) / 255
+    assert torch.equal(lr[[0, 2]], expected[[0, 2]]) and not torch.equal(lr[1], expected[1])
+    with pytest.raises(RepsrError, match="clean_prob"):
+        DegradationConfig(clean_prob=1.5).check("data.train.degradation")
 
 
 def test_sharpened_target_and_pipeline_on_tiny_images():

@@ -202,9 +202,18 @@ def test_bundled_models_and_sample():
     models = {m.name: m for m in bundled_models()}
     assert DEFAULT_MODEL in models and models[DEFAULT_MODEL].scale == 4
     assert "repsr-x2-m4c16" in models
-    for m in models.values():  # every bundled model beats bicubic on every test set it lists
-        assert m.results and all(r["psnr"] > r["bicubic_psnr"] for r in m.results.values())
-        assert load_deploy(m.path)[0].upscale == m.scale
+    for m in models.values():
+        assert load_deploy(m.path)[0].upscale == m.scale and m.inputs in ("clean", "real")
+        if m.inputs == "clean":  # a bicubic-trained model beats bicubic on every clean test set
+            assert m.clean_results and all(r["psnr"] > r["bicubic_psnr"] for r in m.clean_results.values())
+            continue
+        # a real-world model beats, on the mean over the degraded sets, bicubic and the bicubic-trained model
+        degraded = m.degraded_results
+        baseline = models[m.name.removesuffix("-real")].degraded_results
+        assert degraded and degraded.keys() == baseline.keys()
+        mean = sum(r["psnr"] for r in degraded.values()) / len(degraded)
+        assert mean > sum(r["bicubic_psnr"] for r in degraded.values()) / len(degraded)
+        assert mean > sum(r["psnr"] for r in baseline.values()) / len(baseline)
     assert read_image(sample_image()).shape == (64, 64, 3)
 
 
@@ -227,8 +236,10 @@ def test_misspelled_names_get_a_did_you_mean(capsys):
     for wrong in ("repsr-x4-m416", "repsr_x4_m4c16", "Repsr-X4-M4C16"):
         with pytest.raises(RepsrError, match=f"{wrong}: no such file or bundled model; did you mean repsr-x4-m4c16?"):
             load_model(wrong)
-    with pytest.raises(RepsrError, match=r"bundled: repsr-x2-m4c16, repsr-x4-m4c16"):
+    with pytest.raises(RepsrError, match=r"bundled: repsr-x2-m4c16, repsr-x2-m4c16-real, repsr-x4-m4c16"):
         load_model("totally-different")
+    with pytest.raises(RepsrError, match="did you mean repsr-x2-m4c16-real?"):
+        load_model("repsr-x2-m4c16-rea")
     assert main(["train", "dmeo"]) == 1
     assert "dmeo: neither a config file nor a preset; did you mean demo?" in capsys.readouterr().err
     assert main(["train", "zoo-x4-m4c16"]) == 1

@@ -6,7 +6,9 @@ resize to the LR size with a final sinc filter, before or after the last JPEG (e
 (``../shared/docs/degradations.md`` lists them), except the sharpened HR target, which is off: repsr's models
 are scored by PSNR against the unsharpened HR. Beyond the published model, a share of first-order samples
 (``first_round_prob``: the HR resized to the LR size, then only the second round) and antialiased resizes
-(``bicubic_antialias``) let a recipe cover photos that were made smaller properly and then degraded.
+(``bicubic_antialias``) let a recipe cover photos that were made smaller properly and then degraded, and a share
+of clean samples (``clean_prob``: the HR made smaller by antialiased bicubic, nothing else) keeps a model faithful
+to inputs that carry no degradation.
 
 Every random choice of a sample is drawn from ``numpy.random.default_rng([seed, SALT, epoch, index])`` (its
 noise from a CPU generator seeded by that draw), so a batch is a pure function of (seed, iteration, sample),
@@ -76,6 +78,9 @@ class DegradationConfig:
     # else a first-order sample: the HR is resized to the LR size (with the first round's resize mode) and only
     # the second round degrades it, at the LR scale: how a photo is made smaller and then compressed or filtered
     first_round_prob: float = 1.0
+    # a clean sample: the LR is the HR made smaller by antialiased bicubic (the benchmarks' MATLAB-style LR), with
+    # no blur, noise or JPEG, so that the model does not sharpen or smooth an input that needs neither
+    clean_prob: float = 0.0
     resize_modes: list[str] = field(default_factory=lambda: list(ops.RESIZE_MODES[:3]))  # drawn uniformly per resize
     final_sinc_prob: float = 0.8
     final_sinc_size: list[int] = field(default_factory=lambda: [7, 21])
@@ -125,6 +130,7 @@ class DegradationConfig:
         require(bool(self.resize_modes) and not unknown, "resize_modes",
                 f"must be a non-empty list of {', '.join(ops.RESIZE_MODES)}")
         check_prob("first_round_prob", self.first_round_prob)
+        check_prob("clean_prob", self.clean_prob)
         check_prob("final_sinc_prob", self.final_sinc_prob)
         check_prob("jpeg_last_prob", self.jpeg_last_prob)
         check_sizes("final_sinc_size", self.final_sinc_size)
@@ -161,6 +167,7 @@ class SampleParams:
     final_kernel: np.ndarray  # a sinc kernel, or the 1x1 identity
     noise_seed: int
     first_round: bool = True  # False: the HR resized to the LR size goes into the second round
+    clean: bool = False  # True: the LR is the HR made smaller by antialiased bicubic, nothing else
 
 
 def _uniform(rng: np.random.Generator, bounds: Sequence[float]) -> float:
@@ -220,8 +227,9 @@ def draw_params(rng: np.random.Generator, config: DegradationConfig) -> SamplePa
     else:
         final = K.identity_kernel(1)
     noise_seed = int(rng.integers(2**62))
-    first_round = bool(rng.uniform() < config.first_round_prob)  # drawn last: the published stream is unchanged
-    return SampleParams(first, second, jpeg_last, final_mode, final, noise_seed, first_round)
+    first_round = bool(rng.uniform() < config.first_round_prob)  # drawn after the published stream: unchanged
+    clean = bool(rng.uniform() < config.clean_prob) if config.clean_prob else False
+    return SampleParams(first, second, jpeg_last, final_mode, final, noise_seed, first_round, clean)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -265,6 +273,9 @@ def degrade_batch(hr: Tensor, params: list[SampleParams], scale: int) -> Tensor:
                                               else K.identity_kernel(1) for p in params], hr))
     out = []
     for i, p in enumerate(params):
+        if p.clean:
+            out.append(ops.resize(hr[i : i + 1], lr_size, "bicubic_antialias"))
+            continue
         generator = torch.Generator().manual_seed(p.noise_seed)
         x = blurred[i : i + 1]
         r1, r2 = p.first, p.second
