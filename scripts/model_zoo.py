@@ -239,12 +239,15 @@ def _seconds_before(out: Path) -> float:
     return float(path.read_text()) if path.is_file() else 0.0
 
 
-def rescore_if_incomplete(bundled: Path, data_root: Path) -> None:
-    """Score a bundled model again if its metadata lacks any test set or degradation; its weights stay."""
+def refresh_bundled(entry: ZooEntry, bundled: Path, data_root: Path) -> None:
+    """Bring a bundled model's metadata up to date, its weights untouched: the zoo's description and inputs label,
+    and its scores again if they lack any test set or degradation."""
     model, meta = load_deploy(bundled)
-    if set(TEST_SETS + DEGRADED_SETS) <= set(json.loads(meta.get("results", "{}"))):
-        return
-    save_deploy(model, bundled, metadata={**meta, "results": json.dumps(score(model, data_root, model.upscale))})
+    updated = {**meta, "description": entry.description, "inputs": entry.inputs}
+    if not set(TEST_SETS + DEGRADED_SETS) <= set(json.loads(meta.get("results", "{}"))):
+        updated["results"] = json.dumps(score(model, data_root, model.upscale))
+    if updated != meta:
+        save_deploy(model, bundled, metadata=updated)
 
 
 def main() -> None:
@@ -263,7 +266,7 @@ def main() -> None:
             train_and_bundle(entry, config, Path(args.runs) / entry.preset, bundled, record, data_root)
         if not bundled.is_file():
             continue
-        rescore_if_incomplete(bundled, data_root)
+        refresh_bundled(entry, bundled, data_root)
         save_record(record)  # the bundled models' history only: study points are read from the studies each pass
         shown = {**record, "budgets": list(record["budgets"])}
         for point in study_points(entry.name):

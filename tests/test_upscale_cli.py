@@ -16,7 +16,7 @@ from repsr.cli import main
 from repsr.errors import RepsrError
 from repsr.export import check_onnx, export_onnx, save_deploy
 from repsr.images import read_image, software_tag, write_image
-from repsr.inference import upscale
+from repsr.inference import Upscaler, upscale
 from repsr.loading import load_deploy, load_model
 from repsr.peers.spandrel_import import import_spandrel
 from repsr.zoo import DEFAULT_MODEL, bundled_models, bundled_names, sample_image
@@ -228,6 +228,12 @@ def test_default_model_and_models_listing(tmp_path, capsys):
     assert f"{r['psnr']:.2f}/{r['ssim']:.4f}  {r['bicubic_psnr']:.2f}/{r['bicubic_ssim']:.4f}" in x4
     assert main(["upscale", str(sample_image()), "-o", str(tmp_path)]) == 0
     assert read_image(tmp_path / "butterfly_x4.png").shape == (256, 256, 3)
+    # the default is the real-world x4 model, for the command line and the Python API alike
+    assert {m.name: m for m in bundled_models()}[DEFAULT_MODEL].inputs == "real"
+    image = read_image(sample_image())[:20, :24]
+    by_name = Upscaler(DEFAULT_MODEL, "cpu", backend="torch")(image)
+    assert np.array_equal(upscale(image, device="cpu", backend="torch"), by_name)
+    assert np.array_equal(Upscaler(device="cpu", backend="torch")(image), by_name)
     with pytest.raises(Exception, match="no such file or bundled model"):
         load_model("repsr-x9-unknown")
 

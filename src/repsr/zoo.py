@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-DEFAULT_MODEL = "repsr-x4-m4c16"
+DEFAULT_MODEL = "repsr-x4-m4c16-real"  # real photos and video: what people upscale
 # the order in which the field's papers list the standard test sets; others follow by name
 SET_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
 # what each kind of bundled model is trained for (metadata "inputs"), as `repsr models` and the README say it
