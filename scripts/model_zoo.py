@@ -1,6 +1,7 @@
 """Train the bundled models, evaluate them, bundle them and write MODEL_ZOO.md.
 
     python scripts/model_zoo.py [--data-root ../shared/datasets] [--runs runs/zoo] [--only NAME]
+    python scripts/model_zoo.py --write     # no training: MODEL_ZOO.md and the README table from the bundled models
 
 Each entry is trained with `repsr train <preset>` (resumed if its run folder has checkpoints, skipped
 if it has finished), evaluated next to bicubic on Set5/Set14/B100 and on the standard degraded test sets
@@ -255,6 +256,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "datasets"))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "zoo"))
     parser.add_argument("--only", help="train/evaluate only this entry; the others keep their bundled results")
+    parser.add_argument("--write", action="store_true",
+                        help="train nothing: refresh the bundled models' labels (and missing scores), write the pages")
     args = parser.parse_args()
     data_root = Path(args.data_root)
     rows = []
@@ -262,7 +265,7 @@ def main() -> None:
         config = load_config(entry.preset, [f"data_root={args.data_root}"])
         bundled = ROOT / "src" / "repsr" / "models" / f"{entry.name}.safetensors"
         record = load_record(entry.name)
-        if args.only in (None, entry.name):
+        if not args.write and args.only in (None, entry.name):
             train_and_bundle(entry, config, Path(args.runs) / entry.preset, bundled, record, data_root)
         if not bundled.is_file():
             continue
