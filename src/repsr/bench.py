@@ -187,7 +187,17 @@ def _repsr_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device
 
 
 def run_bench(names: list[str], options: BenchOptions) -> list[Result]:
-    """Build every candidate, warm each up, time them in turns, and measure their memory one by one."""
+    """Build every candidate, warm each up, time them in turns, and measure their memory one by one.
+
+    ``options.threads`` applies for this call only: the caller's torch thread count is restored after."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_bench(names, options)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_bench(names: list[str], options: BenchOptions) -> list[Result]:
     from .runtimes import pick_device
 
     device = pick_device(options.device)
