@@ -114,6 +114,7 @@ def test_prepare_data_carries_only_what_can_give_a_patch(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("target", ["gpu-run", "bench-gpu"])
 def test_gpu_targets_need_no_venv_or_network(target):
-    commands = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    commands = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
     assert "setup_env" not in commands and "pip" not in commands and ".venv" not in commands
     assert commands.startswith("PYTHONPATH=src python3 ")
