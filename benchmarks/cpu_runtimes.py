@@ -31,13 +31,12 @@ from _results import record, seconds_in_turns
 from repsr import RepSRNet, load_model, reparameterize_model
 from repsr.export import export_onnx
 from repsr.inference import Upscaler
-from repsr.runtimes import cpu_has_bf16, openvino_available
+from repsr.runtimes import BACKEND_TITLES, cpu_has_bf16, openvino_available
 from repsr.zoo import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 OUTPUTS = {"720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
-BACKEND_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
 def networks(sizes: list[str]) -> dict[str, torch.nn.Module]:
@@ -137,7 +136,7 @@ def speed(args, threads: int) -> tuple[list[str], list[dict]]:
             fp32 = Upscaler(model, CPU, "fp32")
             bf16 = Upscaler(model, CPU, "bf16")
             torch_fp32 = Upscaler(model, CPU, "fp32", "torch")
-            fp32_backend = BACKEND_NAMES[fp32.runner.backend]
+            fp32_backend = BACKEND_TITLES[fp32.runner.backend]
             bf16_openvino = bf16.runner.backend == "openvino" and bf16.runner.precision == "bf16"
             bf16_label = "OpenVINO bf16" if bf16_openvino else "fp32 (no fast bf16 here)"
             others = other_runtimes(model, tmp, threads)

@@ -2,7 +2,7 @@
 
 The clip: 854x480, H.264 (CRF 18) with an AAC track, 24 fps, panning over Set5's baby (bicubic x2), so
 the encoder sees real texture. Timed, in turns (median of the rounds), each through `upscale_files` as
-the command line runs it, with the default model (repsr-x4-m4c16, output 3416x1920):
+the command line runs it, with the default model (`repsr.zoo.DEFAULT_MODEL`, output 3416x1920):
 
 - video: decode, network, encode (H.264 CRF 18, preset medium: the defaults) and mux, in a stream;
 - video, preset veryfast: the same with a faster encoder preset (how much of the time is the encoder's);
@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 from _results import record, seconds_in_turns
 
-from repsr.batch_upscale import upscale_files
+from repsr.batch_upscale import UpscaleOptions, upscale_files
 from repsr.images import read_image, write_image
 from repsr.inference import Upscaler
+from repsr.runtimes import BACKEND_TITLES
 from repsr.video import VideoOptions
 from repsr.zoo import DEFAULT_MODEL
 
@@ -40,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = (854, 480)
 MEMORY_SIZE = (426, 240)
 MEMORY_FRAMES = (16, 64, 160)
-BACKEND_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
 def make_clip(path: Path, frames: int, size: tuple[int, int] = SIZE) -> list[np.ndarray]:
@@ -91,6 +91,7 @@ def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would carry the for
 sys.path.insert(0, sys.argv[3])
 import video_speed
 from repsr.inference import Upscaler
+from repsr.runtimes import BACKEND_TITLES
 from repsr.video import upscale_video
 folder = Path(tempfile.mkdtemp())
 clip = folder / "clip.mp4"
@@ -103,6 +104,11 @@ print(json.dumps({"frames": result.frames, "seconds": result.seconds, "peak_mib"
 """
 
 
+def options(out: Path, video: VideoOptions | None = None) -> UpscaleOptions:
+    """`repsr upscale`'s options for the default model into ``out``, redoing existing outputs."""
+    return UpscaleOptions(DEFAULT_MODEL, out_dir=out, overwrite=True, progress=False, video=video or VideoOptions())
+
+
 def memory(frames: int) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, str(frames), DEFAULT_MODEL, str(Path(__file__).parent)],
                           capture_output=True, text=True, check=True)
@@ -113,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="4 frames, one round, one small memory clip; printed only")
     args = parser.parse_args()
+    if args.smoke:
+        args.frames, args.rounds = 4, 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip = tmp / "clip.mp4"
@@ -123,12 +132,11 @@ def main() -> None:
         for i, f in enumerate(frames):
             write_image(pngs / f"{i:04d}.png", f)
         upscaler = Upscaler(DEFAULT_MODEL, "cpu")  # the runtime `repsr upscale` picks too
-        backend = BACKEND_NAMES[upscaler.runner.backend]
+        backend = BACKEND_TITLES[upscaler.runner.backend]
         runs = {
-            "video": partial(upscale_files, [str(clip)], tmp / "v", DEFAULT_MODEL, overwrite=True, progress=False),
-            "video_veryfast": partial(upscale_files, [str(clip)], tmp / "vf", DEFAULT_MODEL, overwrite=True,
-                                      progress=False, video=VideoOptions(preset="veryfast")),
-            "images": partial(upscale_files, [str(pngs)], tmp / "i", DEFAULT_MODEL, overwrite=True, progress=False),
+            "video": partial(upscale_files, [str(clip)], options(tmp / "v")),
+            "video_veryfast": partial(upscale_files, [str(clip)], options(tmp / "vf", VideoOptions(preset="veryfast"))),
+            "images": partial(upscale_files, [str(pngs)], options(tmp / "i")),
             "network": lambda: [upscaler(f) for f in frames],
         }
         upscaler(frames[0])  # warm-up
@@ -146,7 +154,7 @@ def main() -> None:
             f"{sizes[k]:.1f} |" if k in sizes else
             f"| {labels[k]} | {what[k]} | {seconds[k]:.1f} | **{rate[k]:.2f}** | {rate[k] / rate['images']:.2f}x | - |"
             for k in runs]
-    mem = [memory(n) for n in MEMORY_FRAMES]
+    mem = [memory(n) for n in ((4,) if args.smoke else MEMORY_FRAMES)]
     w, h = MEMORY_SIZE
     mem_rows = [f"| {m['frames']} | {m['frames'] * w * h * 48 / 2**20:.0f} | {m['peak_mib']:.0f} | "
                 f"{m['peak_mib'] - m['before_mib']:.0f} | {m['frames'] / m['seconds']:.2f} |" for m in mem]
@@ -162,7 +170,7 @@ def main() -> None:
              "|---|---|---|---|---|\n" + "\n".join(mem_rows))
     record("video_speed", table, {"frames": n, "size": list(SIZE), "scale": 4, "model": DEFAULT_MODEL,
                                   "backend": backend, "seconds": seconds, "frames_per_second": rate,
-                                  "output_mib": sizes, "memory": mem})
+                                  "output_mib": sizes, "memory": mem}, smoke=args.smoke)
 
 
 if __name__ == "__main__":

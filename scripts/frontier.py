@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from repsr.bench import BenchOptions, machine_facts, run_bench
+from repsr.bench import BenchOptions, machine_facts, run_bench, series_label
 from repsr.fileio import atomic_write
 from repsr.peers import PEERS
 from repsr.plots import scatter_svg
@@ -113,15 +113,19 @@ def write(rows: list[dict], facts: dict, out: Path, precision: str, skipped: dic
              f"{r0['input'][1]} -> {r0['input'][0] * r0['scale']}x{r0['input'][1] * r0['scale']}, batch 1, "
              f"{precision}, random weights, every network timed in turns with the others (`repsr bench`). "
              "PSNR: published x4 numbers (Y channel, DIV2K-trained; sources below), and ours (the 291-image set, "
-             "CPU budgets) marked as such.", "",
-             "| network | series | params | GMACs | ms/image | img/s | peak MB | Set5 | B100 | Urban100 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU budgets) marked as such. GMAC/s: multiply-adds per second achieved (how well a network's operations "
+             "use the machine).", "",
+             "| network | series | params | GMACs | ms/image | img/s | GMAC/s | peak tensor MB | Set5 | B100 "
+             "| Urban100 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peer = PEERS[r["name"]]
         psnr = [f"{peer.psnr[s]:.2f}" if s in peer.psnr else "-" for s in ("Set5", "B100", "Urban100")]
         memory = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "-"
-        lines.append(f"| {peer.title} | {r['series']} | {r['params']:,} | {r['macs'] / 1e9:.2f} | "
-                     f"{r['ms_per_image']:.1f} | {r['images_per_s']:.2f} | {memory} | " + " | ".join(psnr) + " |")
+        series = series_label(r["series"], r.get("runtime", "PyTorch"))
+        lines.append(f"| {peer.title} | {series} | {r['params']:,} | {r['macs'] / 1e9:.2f} | "
+                     f"{r['ms_per_image']:.1f} | {r['images_per_s']:.2f} | {r['macs'] / r['ms_per_image'] / 1e6:.0f} | "
+                     f"{memory} | " + " | ".join(psnr) + " |")
     lines += [f"- not timed here: {name} ({why})" for name, why in skipped.items()]
     lines += ["", "Not dominated (no other network is both faster and better), published PSNR, torch series:", ""]
     for test_set in FIGURE_SETS:
@@ -134,6 +138,9 @@ def write(rows: list[dict], facts: dict, out: Path, precision: str, skipped: dic
             if test_set in peer.psnr and r["series"] == "torch":
                 points.append({"x": r["images_per_s"], "y": peer.psnr[test_set], "label": peer.title,
                                "group": "plain VGG (published)" if plain else "peers (published)"})
+            elif test_set in peer.psnr:  # the same plain net in repsr's own runtime: how far it moves right
+                points.append({"x": r["images_per_s"], "y": peer.psnr[test_set], "label": "",
+                               "group": "plain VGG in repsr's runtime (published)"})
             for o in ours if plain and r["series"] == "torch" else []:
                 if o["size"] == r["name"] and test_set in o["psnr"]:
                     points.append({"x": r["images_per_s"], "y": o["psnr"][test_set], "hollow": True,

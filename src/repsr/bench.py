@@ -21,8 +21,9 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,8 @@ class Result:
     ms_slowest: float
     images_per_s: float
     megapixels_per_s: float
-    peak_memory_mb: float | None
+    peak_memory_mb: float | None  # None where it cannot be measured (OpenVINO, ncnn)
+    runtime: str = "PyTorch"  # what ran the network: PyTorch, or the runtime repsr picked (OpenVINO, ncnn)
     runs: list[float] = field(default_factory=list)  # seconds per batch, every timed round
 
 
@@ -142,9 +144,25 @@ class _Timer:
         return time.perf_counter() - begin
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for a while: what C++ code prints there, Python cannot catch."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _peak_memory_mb(run: Callable[[], object], device: torch.device) -> float | None:
-    """Memory one run needs above what was in use before: the CUDA allocator's peak, or on Linux the process's
-    peak resident memory (reset through /proc/self/clear_refs first)."""
+    """Memory one run needs above what was in use before: on CUDA the allocator's peak; on the CPU the peak of
+    the tensors PyTorch allocates during the run (the profiler's allocations and frees, in time order). The
+    process's resident memory cannot say it: freed pages stay with the allocator, so a network run after a
+    larger one shows no growth. None when the run is not PyTorch's (OpenVINO, ncnn allocate on their own)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -152,18 +170,15 @@ def _peak_memory_mb(run: Callable[[], object], device: torch.device) -> float | 
         run()
         torch.cuda.synchronize()
         return max(0.0, (torch.cuda.max_memory_allocated() - before) / 2**20)
-    status = Path("/proc/self/status")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib(status, "VmRSS")
-        run()
-        return max(0.0, (_status_kib(status, "VmHWM") - before) / 1024)
-    except OSError:
-        return None
+    from torch.profiler import ProfilerActivity, profile
 
-
-def _status_kib(status: Path, key: str) -> int:
-    return int(re.search(rf"^{key}:\s+(\d+)", status.read_text(), re.M).group(1))
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()  # it ran in the timing rounds already; the profiler's C++ side prints lines of its own to fd 2
+    peak = in_use = 0  # each op's own allocations at its start, frees ("[memory]" events) where they happen
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        in_use += event.self_cpu_memory_usage
+        peak = max(peak, in_use)
+    return peak / 2**20
 
 
 def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -173,17 +188,20 @@ def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _repsr_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device, precision: str):
-    """``repsr upscale``'s path for a Compact network: uint8 HWC images through the prepared runtime."""
+def _repsr_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device,
+                  precision: str) -> tuple[Callable[[], object], str] | None:
+    """``repsr upscale``'s path for a Compact network: uint8 HWC images through the prepared runtime, and the
+    runtime's name."""
     from .archs.networks import CompactSRNet
     from .inference import Upscaler
+    from .runtimes import BACKEND_TITLES
 
     if not isinstance(model, CompactSRNet):
         return None
     batch, channels, h, w = shape
     images = [np.random.default_rng(i).integers(0, 256, (h, w, channels), dtype=np.uint8) for i in range(batch)]
     upscaler = Upscaler(model, device, precision, tile=0)
-    return lambda: [upscaler(img) for img in images]
+    return lambda: [upscaler(img) for img in images], BACKEND_TITLES[upscaler.runner.backend]
 
 
 def run_bench(names: list[str], options: BenchOptions) -> list[Result]:
@@ -224,12 +242,13 @@ def _run_bench(names: list[str], options: BenchOptions) -> list[Result]:
         for series in options.series:
             if series == "torch":
                 x = torch.rand(shape, device=device, dtype=DTYPES[options.precision])
-                run = _torch_runner(net, x)
+                run, runtime = _torch_runner(net, x), "PyTorch"
             else:
-                run = _repsr_runner(model, shape, device, options.precision)
-                if run is None:
+                prepared = _repsr_runner(model, shape, device, options.precision)
+                if prepared is None:
                     continue  # repsr's runtimes run its own (Compact) networks only
-            candidates.append((name, title, series, params, macs, run))
+                run, runtime = prepared
+            candidates.append((name, title, series, runtime, params, macs, run))
     if not candidates:
         raise RepsrError("nothing to time: the repsr series runs Compact networks only (add --series torch)")
     timer = _Timer(device, events=ntire)
@@ -241,16 +260,17 @@ def _run_bench(names: list[str], options: BenchOptions) -> list[Result]:
         for i, (*_, run) in enumerate(candidates):
             times[i].append(timer(run))
     results = []
-    for (name, title, series, params, macs, run), runs in zip(candidates, times, strict=True):
+    for (name, title, series, runtime, params, macs, run), runs in zip(candidates, times, strict=True):
         per_batch = statistics.fmean(runs) if ntire else statistics.median(runs)
-        memory = _peak_memory_mb(run, device) if options.memory else None
+        memory = _peak_memory_mb(run, device) if options.memory and runtime == "PyTorch" else None
         out_pixels = h * w * options.scale**2
         results.append(Result(
             name=name, title=title, series=series, scale=options.scale, input=[h, w], batch=options.batch,
             precision=options.precision, device=str(device), params=params, macs=macs,
             ms_per_image=per_batch / options.batch * 1e3, ms_fastest=min(runs) / options.batch * 1e3,
             ms_slowest=max(runs) / options.batch * 1e3, images_per_s=options.batch / per_batch,
-            megapixels_per_s=options.batch * out_pixels / per_batch / 1e6, peak_memory_mb=memory, runs=runs))
+            megapixels_per_s=options.batch * out_pixels / per_batch / 1e6, peak_memory_mb=memory, runtime=runtime,
+            runs=runs))
     return results
 
 
@@ -268,19 +288,25 @@ def machine_facts(device: str = "cpu") -> dict:
     return facts
 
 
+def series_label(series: str, runtime: str) -> str:
+    """``torch``, or ``repsr (OpenVINO)``: the series and, for repsr's, the runtime it picked."""
+    return series if series == "torch" else f"{series} ({runtime})"
+
+
 def report(results: list[Result], options: BenchOptions) -> str:
     """The table ``repsr bench`` prints."""
     r0 = results[0]
     how = "NTIRE protocol: CUDA events, mean" if options.protocol == "ntire" else "median"
     head = (f"x{r0.scale}, LR {r0.input[0]}x{r0.input[1]} -> {r0.input[0] * r0.scale}x{r0.input[1] * r0.scale}, "
             f"batch {r0.batch}, {r0.precision}, {r0.device}, {torch.get_num_threads()} threads, "
-            f"{options.rounds} rounds in turns ({how})")
-    lines = [head, f"{'network':<24} {'series':<6} {'params':>9} {'GMACs':>8} {'ms/image':>9} {'range':>15} "
+            f"{options.rounds} rounds in turns ({how}); peak MB: the tensors PyTorch allocates in one run")
+    lines = [head, f"{'network':<24} {'series':<15} {'params':>9} {'GMACs':>8} {'ms/image':>9} {'range':>15} "
              f"{'img/s':>8} {'MP/s':>7} {'peak MB':>8}"]
     for r in results:
         memory = f"{r.peak_memory_mb:8.0f}" if r.peak_memory_mb is not None else f"{'-':>8}"
         spread = f"{r.ms_fastest:.1f}-{r.ms_slowest:.1f}"
-        lines.append(f"{r.title:<24} {r.series:<6} {r.params:>9,} {r.macs / 1e9:>8.2f} {r.ms_per_image:>9.2f} "
+        series = series_label(r.series, r.runtime)
+        lines.append(f"{r.title:<24} {series:<15} {r.params:>9,} {r.macs / 1e9:>8.2f} {r.ms_per_image:>9.2f} "
                      f"{spread:>15} {r.images_per_s:>8.2f} {r.megapixels_per_s:>7.1f} {memory}")
     return "\n".join(lines)
 

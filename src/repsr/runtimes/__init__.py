@@ -27,6 +27,7 @@ __all__ = ["BACKENDS", "CPU_TILE", "CPU_TILE_ABOVE_BYTES", "PRECISIONS", "RUNTIM
            "WIDE_FEAT", "Runner", "clip_round_", "make_runner", "pick_device", "resolve_backend", "to_image"]
 
 BACKENDS = ("auto", "torch", "openvino", "ncnn")
+BACKEND_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "ncnn": "ncnn"}  # as reports name them
 # In fp32, other runtimes beat PyTorch's end-to-end path only on wide networks, where convolutions are nearly all
 # the work: ncnn's Winograd convolutions need fewer multiplications than PyTorch's (already at the GEMM rate);
 # on M4C16 PyTorch's end-to-end path is the fastest. See benchmarks/RESULTS.md (cpu_runtimes).
