@@ -242,3 +242,31 @@ def test_a_run_stopped_before_its_end_is_not_recorded_as_finished(tmp_path, caps
     assert "the same command resumes it" in capsys.readouterr().err
     run = run_dir(out, "plain", 0)
     assert not (run / "run.json").exists() and list((run / "checkpoints").glob("iter_*.pth"))
+
+
+def test_only_reports_the_other_variants_runs_that_finish_while_it_trains(tmp_path, monkeypatch):
+    """Two processes share a study: runs the other finishes during ours (or at later seeds) are in our report."""
+    import repsr.ablation.running as running
+
+    spec_path = _tiny_spec(tmp_path, seeds=[0, 1], variants=[{"name": "plain", "opt": {"network.block": "plain"}},
+                                                             {"name": "nobn", "opt": {"network.block": "repsr_nobn"}}])
+    out = tmp_path / "study"
+
+    def record(name: str, seed: int) -> RunRecord:
+        return RunRecord(name=name, label=name, seed=seed, block=name, bn_switch=None, iterations=8, train_params=1,
+                         train_flops_per_px=1.0, deploy_params=1, deploy_flops_per_px=1.0, train_it_per_s=1.0,
+                         test={"Set5": {"psnr": 30.0 + seed, "ssim": 0.8}}, has_bn=False)
+
+    def fake_run(spec, variant, seed, folder, base_dir):
+        folder.mkdir(parents=True)
+        if seed:  # while we train seed 1, the other process finishes its seed 0 (its slot in our loop has passed)
+            other = run_dir(out, "nobn", seed - 1)
+            other.mkdir(parents=True, exist_ok=True)
+            record("nobn", seed - 1).write(other / "run.json")
+        return record(variant.name, seed)
+
+    monkeypatch.setattr(running, "run_variant", fake_run)
+    runs = running.run_ablation(spec_path, out, only=["plain"])
+    assert sorted((r.name, r.seed) for r in runs) == [("nobn", 0), ("plain", 0), ("plain", 1)]
+    summary = {r["name"]: r for r in json.loads((out / "ablation.json").read_text())["summary"]}
+    assert summary["nobn"]["seeds"] == [0] and summary["nobn"]["test"]["Set5"]["delta"]["mean"] == 0.0

@@ -83,18 +83,23 @@ def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None 
             raise RepsrError(f"--only {name}: no such variant{'; did you mean ' + close[0] + '?' if close else ''}")
     seeds = spec_seeds(spec, spec_path.parent)
     configs = [variant_config(spec, v, spec_path.parent, seeds[0]) for v in spec.variants]  # mistakes before work
+    others = [v.name for v in spec.variants if only and v.name not in only]
+
+    def with_others(own: list[RunRecord]) -> list[RunRecord]:
+        """Our runs plus the other variants' runs finished by now (another process may be training them)."""
+        done = [run_dir(out, name, seed) / "run.json" for seed in seeds for name in others]
+        return own + [RunRecord.read(path) for path in done if path.is_file()]
+
     runs: list[RunRecord] = []
     for seed in seeds:
         for variant, config in zip(spec.variants, configs, strict=True):
-            folder = run_dir(out, variant.name, seed)
-            if only and variant.name not in only:
-                if (folder / "run.json").is_file():
-                    runs.append(RunRecord.read(folder / "run.json"))
+            if variant.name in others:
                 continue
             print(f"== variant {variant.name}, seed {seed}: block {config.network.block}, "
                   f"switch {config.switch_iteration()}", flush=True)
-            runs.append(run_variant(spec, variant, seed, folder, spec_path.parent))
-            write_report(spec, spec_path, out, runs, configs[0], seeds)
+            runs.append(run_variant(spec, variant, seed, run_dir(out, variant.name, seed), spec_path.parent))
+            write_report(spec, spec_path, out, with_others(runs), configs[0], seeds)
+    runs = with_others(runs)
     print(write_report(spec, spec_path, out, runs, configs[0], seeds, _bn_study_section(spec, out, configs[0], seeds)))
     return runs
 
