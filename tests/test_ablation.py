@@ -258,11 +258,12 @@ def test_only_reports_the_other_variants_runs_that_finish_while_it_trains(tmp_pa
                          test={"Set5": {"psnr": 30.0 + seed, "ssim": 0.8}}, has_bn=False)
 
     def fake_run(spec, variant, seed, folder, base_dir):
-        folder.mkdir(parents=True)
         if seed:  # while we train seed 1, the other process finishes its seed 0 (its slot in our loop has passed)
             other = run_dir(out, "nobn", seed - 1)
             other.mkdir(parents=True, exist_ok=True)
             record("nobn", seed - 1).write(other / "run.json")
+        folder.mkdir(parents=True, exist_ok=True)
+        record(variant.name, seed).write(folder / "run.json")
         return record(variant.name, seed)
 
     monkeypatch.setattr(running, "run_variant", fake_run)
@@ -270,3 +271,8 @@ def test_only_reports_the_other_variants_runs_that_finish_while_it_trains(tmp_pa
     assert sorted((r.name, r.seed) for r in runs) == [("nobn", 0), ("plain", 0), ("plain", 1)]
     summary = {r["name"]: r for r in json.loads((out / "ablation.json").read_text())["summary"]}
     assert summary["nobn"]["seeds"] == [0] and summary["nobn"]["test"]["Set5"]["delta"]["mean"] == 0.0
+    # one seed per process: seed 1 of both variants here, the finished seed-0 runs counted
+    runs = running.run_ablation(spec_path, out, only_seeds=[1])
+    assert sorted((r.name, r.seed) for r in runs) == [("nobn", 0), ("nobn", 1), ("plain", 0), ("plain", 1)]
+    with pytest.raises(RepsrError, match="the spec's seeds are 0, 1"):
+        running.run_ablation(spec_path, out, only_seeds=[2])

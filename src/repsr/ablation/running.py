@@ -70,10 +70,11 @@ def run_variant(spec: AblationSpec, variant: Variant, seed: int, out: Path, base
     return record
 
 
-def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None = None) -> list[RunRecord]:
+def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None = None,
+                 only_seeds: list[int] | None = None) -> list[RunRecord]:
     """Every (variant, seed) run, seed by seed so that partial studies compare all variants; the report is
-    rewritten after each run. ``only``: train just these variants (the others' finished runs still count), so
-    that two processes can share a study, one variant each."""
+    rewritten after each run. ``only`` / ``only_seeds``: train just these variants / seeds (the other runs
+    finished by then still count), so that processes can share a study, one variant or seed each."""
     spec_path, out = Path(spec_path), Path(out)
     spec = read_spec(spec_path)
     names = [v.name for v in spec.variants]
@@ -82,18 +83,24 @@ def run_ablation(spec_path: str | Path, out: str | Path, only: list[str] | None 
             close = difflib.get_close_matches(name, names, n=1)
             raise RepsrError(f"--only {name}: no such variant{'; did you mean ' + close[0] + '?' if close else ''}")
     seeds = spec_seeds(spec, spec_path.parent)
+    for seed in only_seeds or []:
+        if seed not in seeds:
+            raise RepsrError(f"--seeds {seed}: the spec's seeds are {', '.join(map(str, seeds))}")
     configs = [variant_config(spec, v, spec_path.parent, seeds[0]) for v in spec.variants]  # mistakes before work
-    others = [v.name for v in spec.variants if only and v.name not in only]
+
+    def ours(name: str, seed: int) -> bool:
+        return (not only or name in only) and (not only_seeds or seed in only_seeds)
 
     def with_others(own: list[RunRecord]) -> list[RunRecord]:
-        """Our runs plus the other variants' runs finished by now (another process may be training them)."""
-        done = [run_dir(out, name, seed) / "run.json" for seed in seeds for name in others]
+        """Our runs plus the other runs finished by now (another process may be training them)."""
+        done = [run_dir(out, v.name, seed) / "run.json" for seed in seeds for v in spec.variants
+                if not ours(v.name, seed)]
         return own + [RunRecord.read(path) for path in done if path.is_file()]
 
     runs: list[RunRecord] = []
     for seed in seeds:
         for variant, config in zip(spec.variants, configs, strict=True):
-            if variant.name in others:
+            if not ours(variant.name, seed):
                 continue
             print(f"== variant {variant.name}, seed {seed}: block {config.network.block}, "
                   f"switch {config.switch_iteration()}", flush=True)

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--only", nargs="+", metavar="VARIANT",
                     help="train only these variants (the report still counts the others' finished runs), e.g. "
                          "one per process to use every core")
+    ab.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                    help="train only these of the spec's seeds (the report still counts the others' finished runs)")
     ab.set_defaults(func=run_ablate)
 
     bs = sub.add_parser("bn-study", help="BN artifacts: population vs per-image batch statistics vs the switch")
@@ -62,7 +64,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
     from ..ablation import run_ablation
 
-    run_ablation(args.spec, args.out, args.only)
+    run_ablation(args.spec, args.out, args.only, args.seeds)
     return 0
 
 
