@@ -14,6 +14,7 @@ from skimage.metrics import structural_similarity
 
 from repsr.metrics import psnr, ssim
 from repsr.resize import imresize
+from repsr.speed import torch_threads
 
 
 def seconds(fn, repeat: int = 5) -> float:
@@ -43,10 +44,8 @@ def main() -> None:
         rows.append(f"| imresize x1/4, 2040x1356, {label} | {t * 1e3:.0f} | {base * 1e3:.0f} | {base / t:.1f}x |")
     data["resize_baseline_resize_right"] = base
     # one-thread figure for the "well under a second on one core"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    t1 = seconds(lambda: imresize(t_chw, 0.25))
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        t1 = seconds(lambda: imresize(t_chw, 0.25))
     rows.append(f"| imresize x1/4, 2040x1356, torch float32, 1 thread | {t1 * 1e3:.0f} | | |")
     data["resize_torch_1thread"] = t1
 

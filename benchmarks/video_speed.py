@@ -91,7 +91,6 @@ def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would carry the for
 sys.path.insert(0, sys.argv[3])
 import video_speed
 from repsr.inference import Upscaler
-from repsr.runtimes import BACKEND_TITLES
 from repsr.video import upscale_video
 folder = Path(tempfile.mkdtemp())
 clip = folder / "clip.mp4"

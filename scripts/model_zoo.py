@@ -374,7 +374,7 @@ def write_model_zoo(rows: list[tuple[ZooEntry, dict[str, str], dict[str, Any]]])
              ". Why the real-world recipe: [results/studies/x4_real_recipe](results/studies/x4_real_recipe/ablation.md)"
              "; "
              "what the two kinds do to real photos: [docs/real_world.md](docs/real_world.md). Why M4C16 and not a "
-             "larger plain size (M4C32 is +0.37 dB on Set5 by the published numbers, at half the speed or less): "
+             "larger plain size (measured against the published quality of each size): "
              "[docs/frontier.md](docs/frontier.md#the-bundled-bicubic-models-stay-at-m4c16).", ""]
     all_results = {entry.name: json.loads(meta["results"]) for entry, meta, _ in rows}
     for entry, meta, record in rows:

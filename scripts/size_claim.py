@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from repsr.ablation.record import RunRecord
-from repsr.ablation.report import _delta_cell
+from repsr.ablation.report import delta_cell, paired_deltas
 from repsr.ablation.statistics import summarize
 from repsr.fileio import atomic_write
 
@@ -46,12 +46,10 @@ def size_table() -> str:
             lines.append(f"| {size} | [{name}]({name}/ablation.md), {plain[0]['iterations']} it | plain PSNR (dB) | "
                          f"{len(plain[0]['seeds'])} | " + " | ".join(cells) + " |")
         for variant, against in COMPARISONS:
-            row = summarize(runs, [variant], against, TEST_SETS)
-            if not row or not all("delta" in row[0]["test"][s] for s in TEST_SETS):
-                continue
-            deltas = [row[0]["test"][s]["delta"] for s in TEST_SETS]
-            lines.append(f"| {size} | | {LABELS[variant]} - {LABELS[against]} | {len(deltas[0]['seeds'])} | "
-                         + " | ".join(_delta_cell(d) for d in deltas) + " |")
+            deltas = paired_deltas(runs, variant, against, TEST_SETS)
+            if deltas is not None:
+                lines.append(f"| {size} | | {LABELS[variant]} - {LABELS[against]} | {len(deltas[0]['seeds'])} | "
+                             + " | ".join(delta_cell(d) for d in deltas) + " |")
     return "\n".join(lines)
 
 

@@ -72,7 +72,6 @@ def test_frontier_script_smoke_and_replot(tmp_path):
     assert (tmp_path / "frontier_Set5.svg").read_text().startswith("<svg")
 
 
-
 @pytest.mark.parametrize("script", ["benchmarks/video_speed.py", "benchmarks/degradation_speed.py",
                                     "scripts/size_claim.py"])
 def test_scripts_that_write_committed_numbers_run(script, tmp_path):

@@ -14,6 +14,7 @@ import yaml
 from conftest import tiny_run, torchrun
 
 from repsr.config import load_config
+from repsr.speed import torch_threads
 from repsr.training import Trainer
 
 
@@ -53,12 +54,8 @@ def test_two_ranks_end_with_the_weights_of_one_process_on_the_global_batch(image
     config_path.write_text(yaml.safe_dump(config_dict(images, 2, degradation)))
     result = torchrun("train", str(config_path), str(tmp_path / "ddp"))
     assert result.returncode == 0, result.stderr[-3000:]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank runs (OMP_NUM_THREADS=1): the same float reduction order within a batch
-    try:
+    with torch_threads(1):  # as each rank runs (OMP_NUM_THREADS=1): the same float reduction order within a batch
         Trainer(load_config(config_dict(images, 4, degradation)), tmp_path / "single").run()
-    finally:
-        torch.set_num_threads(threads)
 
     ddp, one = _final(tmp_path / "ddp"), _final(tmp_path / "single")
     assert ddp["iteration"] == one["iteration"] == 10

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import RepsrError
-from .speed import count_macs, inference_params, tf32_flags
+from .speed import count_macs, inference_params, tf32_flags, torch_threads
 
 SERIES = ("torch", "repsr")
 COMPACT = re.compile(r"compact:m(\d+)c(\d+)", re.IGNORECASE)
@@ -208,11 +208,8 @@ def run_bench(names: list[str], options: BenchOptions) -> list[Result]:
     """Build every candidate, warm each up, time them in turns, and measure their memory one by one.
 
     ``options.threads`` applies for this call only: the caller's torch thread count is restored after."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(options.threads):
         return _run_bench(names, options)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_bench(names: list[str], options: BenchOptions) -> list[Result]:
@@ -229,8 +226,6 @@ def _run_bench(names: list[str], options: BenchOptions) -> list[Result]:
         torch.backends.cudnn.benchmark = True
     if options.precision not in DTYPES:
         raise RepsrError(f"--precision must be one of {', '.join(DTYPES)}, got {options.precision!r}")
-    if options.threads:
-        torch.set_num_threads(options.threads)
     h, w = options.input or (720 // options.scale, 1280 // options.scale)
     shape = (options.batch, 3, h, w)
     candidates = []

@@ -1,4 +1,5 @@
-"""Timing of forward passes, shared by the demo and the benchmarks; the TF32 switch of fp32 on NVIDIA GPUs."""
+"""Timing of forward passes, shared by the demo and the benchmarks; the TF32 switch of fp32 on NVIDIA GPUs and the
+CPU thread count, each set for a while and restored."""
 
 from __future__ import annotations
 
@@ -54,6 +55,19 @@ def tf32(enabled: bool) -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32 = before["cudnn_allow_tf32"]
         torch.backends.cuda.matmul.allow_tf32 = before["matmul_allow_tf32"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's CPU thread count set to ``threads`` (None: left as it is), restored after: the count is global,
+    and it changes the order of float reductions, so a caller's later results depend on it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def mac_breakdown(model: nn.Module, x: Tensor) -> dict[str, int]:

@@ -17,7 +17,7 @@ from .spec import AblationSpec
 from .statistics import summarize
 
 
-def _delta_cell(d: dict[str, Any]) -> str:
+def delta_cell(d: dict[str, Any]) -> str:
     """A paired difference as the tables print it: mean ± std (per seed) **verdict**."""
     seeds = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
     return f"{d['mean']:+.3f} ± {d['std']:.3f} ({seeds}) **{d['verdict']}**"
@@ -39,7 +39,7 @@ def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: 
             if d is None:
                 cells.append("reference" if r["name"] == reference else "-")
             else:
-                cells.append(_delta_cell(d))
+                cells.append(delta_cell(d))
         gain = r.get("last_quarter_gain")
         cells.append("-" if gain is None else f"{gain:+.3f} dB")
         cells.append(f"{r['train_it_per_s']:.1f}")
@@ -48,15 +48,24 @@ def ablation_table(rows: list[dict[str, Any]], test_sets: list[str], reference: 
     return "\n".join(lines)
 
 
+def paired_deltas(runs: list[RunRecord], name: str, against: str, test_sets: list[str]) -> list[dict[str, Any]] | None:
+    """``name``'s differences from ``against`` per test set, paired by seed, with their verdicts; None unless
+    both have finished runs of a common seed."""
+    row = summarize(runs, [name], against, test_sets)
+    if not row or not all("delta" in row[0]["test"][s] for s in test_sets):
+        return None
+    return [row[0]["test"][s]["delta"] for s in test_sets]
+
+
 def pairs_table(runs: list[RunRecord], pairs: list[list[str]], labels: dict[str, str],
                 test_sets: list[str]) -> str:
     """Paired differences for the spec's ``pairs``, called as against the reference."""
     lines = ["| variant | against | " + " | ".join(test_sets) + " |", "|---|---|" + "---|" * len(test_sets)]
     for name, against in pairs:
-        row = summarize(runs, [name], against, test_sets)
-        if not row or not all("delta" in row[0]["test"][s] for s in test_sets):
+        deltas = paired_deltas(runs, name, against, test_sets)
+        if deltas is None:
             continue
-        cells = [_delta_cell(row[0]["test"][s]["delta"]) for s in test_sets]
+        cells = [delta_cell(d) for d in deltas]
         lines.append(f"| {labels.get(name) or name} | {labels.get(against) or against} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
